@@ -1,0 +1,95 @@
+"""The build DAG: PyTorch checkpoints -> ONNX -> Triton model repository (models/).
+
+    doit                                   # everything in manifests/default.yaml
+    doit manifest=manifests/smoke.yaml     # offline smoke build (untrained model)
+    doit custom=/data/my.pt:my_name:32     # one-off custom checkpoint, no YAML
+    doit onnx:yolov11_small                # one Triton folder and what it needs
+    doit list --all                        # every task;  doit info TASK  says why it would run
+
+Each task is one artifact, declared in pipeline/kinds.py. Loading this file imports no torch, ultralytics,
+onnx or tensorrt: builders import them when they run.
+"""
+import os
+import sys
+from pathlib import Path
+
+from doit import get_var
+
+ROOT = Path(__file__).resolve().parent
+os.chdir(ROOT)  # every path in the DAG is relative to the project: the state survives a move
+sys.path.insert(0, str(ROOT))
+
+from pipeline import kinds  # noqa: E402
+from pipeline.errors import UserError, exit_with  # noqa: E402
+from pipeline.plan import load_models  # noqa: E402
+
+
+DOIT_CONFIG = {
+    "backend": "json",               # portable state (CI caches, other machines); dbm is not
+    "dep_file": ".doit.json",
+    "check_file_uptodate": "md5",    # content, not mtime: a restored checkout with new mtimes is up to date
+    "default_tasks": [f.format for f in kinds.FOLDERS],
+    "verbosity": 2,
+}
+
+
+try:
+    MODELS = load_models(get_var("manifest", "manifests/default.yaml"), get_var("custom", None), ROOT,
+                         explicit_manifest=get_var("manifest", None) is not None)
+except UserError as error:
+    exit_with(error)
+
+
+def declare(step):
+    for model in MODELS:
+        if step.applies(model):
+            yield step.task(model)
+
+
+def task_download():
+    """Download built-in YOLO11 weights (Ultralytics assets) into pytorch_models/."""
+    yield from declare(kinds.DOWNLOAD)
+
+
+def task_materialize():
+    """Build UNTRAINED models from an Ultralytics architecture (arch: in the manifest)."""
+    yield from declare(kinds.MATERIALIZE)
+
+
+def task_inspect():
+    """Check user checkpoints (pt_file:) are detection models; record their classes."""
+    yield from declare(kinds.INSPECT)
+
+
+def task_export_onnx():
+    """Raw ONNX export, verified against PyTorch in onnxruntime."""
+    yield from declare(kinds.EXPORT_ONNX)
+
+
+def task_config():
+    """config.pbtxt of each Triton folder, from the artifact's real inputs and outputs."""
+    for folder in kinds.FOLDERS:
+        yield from declare(folder.config_step())
+
+
+def task_labels():
+    """labels.txt of each Triton folder (class names, one per line, by class id)."""
+    for folder in kinds.FOLDERS:
+        yield from declare(folder.labels_step())
+
+
+def _folder_groups(fmt: str):
+    folder = next(f for f in kinds.FOLDERS if f.format == fmt)
+    for model in MODELS:
+        if folder.applies(model):
+            deps = [f"{folder.model_step.basename}:{folder.model_step.subname(model)}",
+                    f"config:{folder.config_step().subname(model)}"]
+            if model["settings"]["save_labels"]:
+                deps.append(f"labels:{folder.labels_step().subname(model)}")
+            yield {"name": model["name"], "actions": None, "task_dep": deps,
+                   "doc": f"Triton folder models/{folder.config_step().subname(model)}/ complete"}
+
+
+def task_onnx():
+    """Triton folder models/<name>/: raw ONNX (onnxruntime_onnx) + config.pbtxt + labels.txt."""
+    yield from _folder_groups("onnx")

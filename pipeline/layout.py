@@ -1,0 +1,31 @@
+"""Where every artifact lives: the seed's naming convention in one place."""
+from __future__ import annotations
+
+FORMATS = ("onnx", "onnx_end2end", "trt", "trt_end2end")
+# Triton folder of each format, from the model's base name.
+FOLDER_SUFFIX = {"onnx": "", "onnx_end2end": "_end2end", "trt": "_trt", "trt_end2end": "_trt_end2end"}
+MODELS = "models"
+WORK = "pytorch_models"
+
+
+def folder(model: dict, fmt: str) -> str:
+    return model["name"] + FOLDER_SUFFIX[fmt]
+
+
+def folder_path(model: dict, fmt: str) -> str:
+    return f"{MODELS}/{folder(model, fmt)}"
+
+
+def checkpoint_record(model: dict) -> str:
+    return f"{WORK}/{model['name']}.checkpoint.json"
+
+
+def raw_onnx(model: dict) -> str:
+    """The raw export is the `onnx` format's Triton model when that format is wanted, else an intermediate."""
+    if "onnx" in model["settings"]["formats"]:
+        return f"{folder_path(model, 'onnx')}/1/model.onnx"
+    return f"{WORK}/{model['name']}.onnx"
+
+
+def verification_record(artifact: str) -> str:
+    return artifact + ".verification.json"

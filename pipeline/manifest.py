@@ -1,0 +1,317 @@
+"""The manifest schema: what a user may write, validated with pydantic, resolved to plain model records.
+
+Imported only when a manifest is new or changed (see `plan.py`): pydantic and yaml cost more than a
+no-op `doit` may spend.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model,
+                      field_validator, model_validator)
+
+from .errors import UserError
+from .layout import FOLDER_SUFFIX, FORMATS
+
+# The seed's table: size -> (checkpoint letter, max_batch). topk 300 for all.
+BUILTIN_SIZES: dict[str, tuple[str, int]] = {
+    "nano": ("n", 128), "small": ("s", 64), "medium": ("m", 32), "large": ("l", 16), "xlarge": ("x", 8),
+}
+BUILTIN_RELEASE_URL = "https://github.com/ultralytics/assets/releases/download/v8.4.0/{file}"
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_RE)]
+Format = Literal["onnx", "onnx_end2end", "trt", "trt_end2end"]
+
+# A short "what is allowed" per key: it becomes the fix in error messages.
+ALLOWED = {
+    "imgsz": "a multiple of 32 between 32 and 4096 (the seed uses 640)",
+    "precision": "'fp16' (the seed's default) or 'fp32'",
+    "iou": "a number in (0, 1], e.g. 0.7",
+    "conf": "a number in [0, 1], e.g. 0.25",
+    "topk": "an integer from 1 to 4096 (EfficientNMS_TRT keeps at most 4096 candidates); the seed uses 300",
+    "max_batch": "a positive integer, e.g. 32",
+    "formats": f"a list drawn from {', '.join(FORMATS)}",
+    "opset": "an ONNX opset from 13 to 20 (17 is what TensorRT 10/11 parse best)",
+    "workspace_gb": "a positive number of GiB, e.g. 4",
+    "normalize_boxes": "true or false",
+    "class_agnostic": "true or false",
+    "save_labels": "true or false",
+    "pt_file": "the path of an Ultralytics YOLO detection checkpoint (.pt), relative to the manifest's folder",
+    "arch": "an Ultralytics architecture: yolo11n, yolo11s, yolo11m, yolo11l or yolo11x",
+    "triton_name": "letters, digits, '_', '-' or '.', starting with a letter or digit, no '/', '..' or spaces",
+    "num_classes": "a positive integer",
+    "class_names": "a list of class-name strings, one per class",
+    "builtins": f"a list of built-in sizes ({', '.join(BUILTIN_SIZES)}) or a mapping size -> settings",
+    "models": "a mapping key -> {pt_file | arch, triton_name?, max_batch?, topk?, num_classes?, class_names?}",
+    "kind": "'gpu' or 'cpu'",
+    "count": "a positive integer",
+    "preferred_batch_sizes": "a list of positive integers, each at most max_batch",
+    "max_queue_delay_us": "a non-negative integer of microseconds, e.g. 5000",
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class DynamicBatching(Strict):
+    preferred_batch_sizes: list[Annotated[int, Field(gt=0)]] | None = None  # None: 8/16/32/64 capped at max_batch
+    max_queue_delay_us: Annotated[int, Field(ge=0)] = 5000
+
+
+class InstanceGroup(Strict):
+    kind: Literal["gpu", "cpu"] = "gpu"
+    count: Annotated[int, Field(gt=0)] = 1
+
+
+class Settings(Strict):
+    """Every knob a model can set; the `defaults` block sets them for all models."""
+    imgsz: int = 640
+    precision: Literal["fp16", "fp32"] = "fp16"
+    iou: Annotated[float, Field(gt=0, le=1)] = 0.7
+    conf: Annotated[float, Field(ge=0, le=1)] = 0.25
+    topk: Annotated[int, Field(ge=1, le=4096)] = 300
+    normalize_boxes: bool = True
+    class_agnostic: bool = False
+    max_batch: Annotated[int, Field(gt=0)] = 32
+    formats: list[Format] = Field(default_factory=lambda: list(FORMATS))
+    opset: Annotated[int, Field(ge=13, le=20)] = 17
+    workspace_gb: Annotated[float, Field(gt=0)] = 4.0
+    save_labels: bool = True
+    dynamic_batching: DynamicBatching = DynamicBatching()
+    instance_group: InstanceGroup = InstanceGroup()
+
+    @field_validator("imgsz")
+    @classmethod
+    def _imgsz(cls, v: int) -> int:
+        if v % 32 or not 32 <= v <= 4096:
+            raise ValueError(f"{v} is not a multiple of 32 between 32 and 4096")
+        return v
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("the list is empty")
+        return [f for f in FORMATS if f in v]  # canonical order, duplicates dropped
+
+
+# Per-model overrides are taken as given here and validated after merging with the defaults, so that a
+# bad value is reported at the key the user wrote (models.NAME.topk) with the same rules as `defaults`.
+BuiltinEntry = create_model("BuiltinEntry", __base__=Strict, **{k: (Any, None) for k in Settings.model_fields})
+
+
+class ModelEntry(BuiltinEntry):
+    pt_file: str | None = None
+    arch: Literal["yolo11n", "yolo11s", "yolo11m", "yolo11l", "yolo11x"] | None = None
+    triton_name: Name | None = None
+    num_classes: Annotated[int, Field(gt=0)] | None = None
+    class_names: list[Annotated[str, StringConstraints(min_length=1)]] | None = None
+
+    @model_validator(mode="after")
+    def _source(self) -> "ModelEntry":
+        if (self.pt_file is None) == (self.arch is None):
+            raise ValueError("give exactly one of 'pt_file' (a checkpoint) or 'arch' (an untrained architecture)")
+        if self.class_names is not None and self.num_classes is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(f"class_names has {len(self.class_names)} names but num_classes is {self.num_classes}")
+        if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
+            raise ValueError("class_names contains duplicates")
+        return self
+
+
+class Manifest(Strict):
+    defaults: Settings = Settings()
+    builtins: dict[Literal["nano", "small", "medium", "large", "xlarge"], BuiltinEntry | None] = Field(
+        default_factory=dict)
+    models: dict[Name, ModelEntry] = Field(default_factory=dict)
+
+    @field_validator("builtins", mode="before")
+    @classmethod
+    def _builtin_list(cls, v: Any) -> Any:
+        return {size: None for size in v} if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "Manifest":
+        if not self.builtins and not self.models:
+            raise ValueError("the manifest declares no model: add 'builtins: [small]' or a 'models:' entry")
+        return self
+
+
+def _explain(error: ValidationError, file: str, prefix: str = "") -> UserError:
+    """First pydantic error as a paragraph (key path, problem, fix); the count of any others."""
+    errs = error.errors()
+    first = errs[0]
+    loc = [str(p) for p in first["loc"] if not str(p).startswith(("function-after", "literal", "int", "float"))]
+    key = ".".join([prefix, *loc] if prefix else loc) or "(top level)"
+    leaf = next((p for p in reversed(loc) if p in ALLOWED), None)
+    msg = first["msg"].replace("Value error, ", "")
+    if first["type"] == "extra_forbidden":
+        parent = loc[-2] if len(loc) > 1 else ""
+        allowed = _allowed_keys(prefix.split(".") + loc if prefix else loc)
+        fix = f"remove '{loc[-1]}' or correct its spelling; allowed keys here: {allowed}"
+        msg = f"unknown key '{loc[-1]}'" + (f" under '{parent}'" if parent else "")
+    elif first["type"] == "missing":
+        fix = f"add '{loc[-1]}'"
+    else:
+        given = first.get("input")
+        if not isinstance(given, (dict, list)):
+            msg = f"{msg} (got {given!r})"
+        fix = f"use {ALLOWED[leaf]}" if leaf else "see manifests/README.md for the allowed values"
+    more = f" ({len(errs) - 1} more problem(s) after this one)" if len(errs) > 1 else ""
+    return UserError(msg + more, file=file, key=key, fix=fix)
+
+
+def _allowed_keys(loc: list[str]) -> str:
+    if len(loc) == 1:
+        return ", ".join(Manifest.model_fields)
+    if loc[0] == "models":
+        return ", ".join(ModelEntry.model_fields)
+    if loc[0] in ("defaults", "builtins"):
+        tail = loc[-2]
+        if tail == "dynamic_batching":
+            return ", ".join(DynamicBatching.model_fields)
+        if tail == "instance_group":
+            return ", ".join(InstanceGroup.model_fields)
+        return ", ".join(Settings.model_fields)
+    return "see manifests/README.md"
+
+
+def parse_custom(value: str) -> dict[str, dict[str, Any]]:
+    """`path[:name[:batch]]`, several separated by commas -> manifest `models:` entries (the seed's CLI form)."""
+    entries: dict[str, dict[str, Any]] = {}
+    for item in filter(None, (s.strip() for s in value.split(","))):
+        m = re.fullmatch(r"(?P<path>[^:]+?\.pt)(?::(?P<name>[^:]*))?(?::(?P<batch>[^:]*))?", item)
+        if not m:
+            raise UserError(f"'{item}' does not parse as path[:name[:batch]] with a .pt path",
+                            file="command line", key="custom",
+                            fix="write e.g. custom=/data/my_detector.pt:vehicle_detector:64 (name and batch optional)")
+        entry: dict[str, Any] = {"pt_file": os.path.abspath(m["path"])}
+        if m["name"]:
+            entry["triton_name"] = m["name"]
+        if m["batch"] is not None:
+            if not m["batch"].isdigit() or int(m["batch"]) <= 0:
+                raise UserError(f"the batch part '{m['batch']}' of '{item}' is not a positive integer",
+                                file="command line", key="custom", fix="write e.g. custom=/data/my.pt:my_name:32")
+            entry["max_batch"] = int(m["batch"])
+        key = m["name"] or Path(m["path"]).stem
+        entries[key] = entry
+    if not entries:
+        raise UserError("the value is empty", file="command line", key="custom",
+                        fix="write e.g. custom=/data/my_detector.pt:vehicle_detector:64")
+    return entries
+
+
+def read_manifest(path: Path, custom: str | None = None) -> dict[str, Any]:
+    """YAML (+ `custom=` models) -> raw dict. Without an explicit manifest, `custom=` models stand alone."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError("the manifest file does not exist", file=str(path),
+                        fix="pass an existing file with manifest=PATH, e.g. manifest=manifests/smoke.yaml") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        pos = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"the YAML is malformed{pos}: {problem}", file=str(path),
+                        fix="correct the YAML syntax (indentation, ':' after keys, closed brackets and quotes)") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"the top level is a {type(raw).__name__}, not a mapping", file=str(path),
+                        fix="start the file with 'builtins:', 'models:' or 'defaults:'")
+    if custom:
+        models = raw.get("models") or {}
+        if not isinstance(models, dict):
+            models = {}
+        raw = {**raw, "models": {**models, **parse_custom(custom)}}
+    return raw
+
+
+def resolve(path: Path, root: Path, custom: str | None = None, standalone_custom: bool = False) -> list[dict]:
+    """Validate the manifest and return one plain, JSON-able record per model, defaults applied."""
+    raw = read_manifest(path, custom)
+    if standalone_custom:
+        raw = {k: v for k, v in raw.items() if k == "defaults"} | {"models": parse_custom(custom)}
+    file = str(path)
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as e:
+        raise _explain(e, file) from None
+
+    records: list[dict] = []
+    base = manifest.defaults.model_dump()
+
+    def settings(entry: BaseModel | None, extra: dict, key: str) -> dict:
+        merged = {**base, **extra}
+        given = entry.model_dump(include=set(Settings.model_fields), exclude_none=True) if entry else {}
+        for k, v in given.items():
+            merged[k] = {**merged[k], **v} if isinstance(merged[k], dict) and isinstance(v, dict) else v
+        try:
+            return Settings.model_validate(merged).model_dump()
+        except ValidationError as e:
+            raise _explain(e, file, prefix=key) from None
+
+    for size, entry in manifest.builtins.items():
+        letter, max_batch = BUILTIN_SIZES[size]
+        file_name = f"yolo11{letter}.pt"
+        records.append({
+            "key": f"builtins.{size}", "name": f"yolov11_{size}", "source": "builtin", "size": size,
+            "pt": f"pytorch_models/{file_name}", "url": BUILTIN_RELEASE_URL.format(file=file_name),
+            "num_classes": None, "class_names": None, "untrained": False,
+            "settings": settings(entry, {"max_batch": max_batch, "topk": 300}, f"builtins.{size}"),
+        })
+    for key, entry in manifest.models.items():
+        rec: dict[str, Any] = {"key": f"models.{key}", "num_classes": entry.num_classes,
+                               "class_names": entry.class_names, "settings": settings(entry, {}, f"models.{key}")}
+        if entry.pt_file is not None:
+            pt = Path(os.path.expanduser(entry.pt_file))
+            pt = pt if pt.is_absolute() else (path.parent / pt)
+            rec.update(source="file", pt=_portable(pt, root), untrained=False,
+                       name=entry.triton_name or pt.stem)
+        else:
+            rec.update(source="arch", arch=entry.arch, name=entry.triton_name or key, untrained=True,
+                       pt=f"pytorch_models/{entry.triton_name or key}.untrained.pt")
+        if not re.match(NAME_RE, rec["name"]) or ".." in rec["name"]:
+            raise UserError(f"the Triton name '{rec['name']}' derived from the file name is not usable", file=file,
+                            key=f"{rec['key']}.triton_name", fix=f"set triton_name to {ALLOWED['triton_name']}")
+        records.append(rec)
+
+    _check_names(records, file)
+    for rec in records:
+        s = rec["settings"]
+        sizes = s["dynamic_batching"]["preferred_batch_sizes"]
+        if sizes and max(sizes) > s["max_batch"]:
+            raise UserError(f"preferred batch size {max(sizes)} exceeds max_batch {s['max_batch']}", file=file,
+                            key=f"{rec['key']}.dynamic_batching.preferred_batch_sizes",
+                            fix="lower the preferred sizes or raise max_batch")
+    return records
+
+
+def _portable(p: Path, root: Path) -> str:
+    """Inside the project: a path relative to it (the doit state then survives a move); else absolute."""
+    p = Path(os.path.normpath(p.absolute()))
+    try:
+        return p.relative_to(root.absolute()).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def _check_names(records: list[dict], file: str) -> None:
+    """Every Triton folder a model makes must be unique: `a_trt` collides with the `trt` folder of `a`."""
+    owner: dict[str, str] = {}
+    for rec in records:
+        if ".." in rec["name"]:
+            raise UserError(f"the Triton name '{rec['name']}' contains '..'", file=file, key=f"{rec['key']}",
+                            fix=f"use {ALLOWED['triton_name']}")
+        for fmt in rec["settings"]["formats"]:
+            folder = rec["name"] + FOLDER_SUFFIX[fmt]
+            if folder in owner:
+                raise UserError(f"the Triton model folder '{folder}' would be written by both '{owner[folder]}' and "
+                                f"'{rec['key']}'", file=file, key=f"{rec['key']}.triton_name",
+                                fix="give one of them a different triton_name")
+            owner[folder] = rec["key"]

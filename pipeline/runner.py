@@ -1,0 +1,183 @@
+"""The one generic step runner: atomic writes, the verification record and the staleness parameters.
+
+Every artifact kind is a `Step` declaration (inputs, outputs, parameters, builder); this module turns it
+into a doit task and, when doit runs it, does what every step needs exactly once:
+
+* builders write to temporary files beside the targets (`.STEM.tmp-PID.SUFFIX`); only after the builder has
+  verified its result are they renamed into place, record first and primary artifact last — a killed
+  build never leaves a finished-looking target;
+* a failed build removes the step's previous (now stale) targets, so nothing inconsistent is served;
+* a JSON record beside the artifact keeps the recipe (input/output SHA-256, parameters, tool versions,
+  code hashes) and what the builder verified;
+* `params_unchanged` makes a task stale when a manifest field or tool version it uses changes, and tells
+  `doit info` which one.
+
+Nothing heavy is imported here: builders are named as "module:function" and imported when they run.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import UserError
+from .versions import versions
+
+Model = dict  # a resolved manifest record (see manifest.resolve)
+
+
+@dataclass(frozen=True)
+class Step:
+    """Declaration of one artifact kind. Callables take the model record."""
+    basename: str                                  # doit task basename, e.g. "export_onnx"
+    doc: str                                       # shown by `doit list`
+    builder: str                                   # "module:function" called with a StepContext
+    outputs: Callable[[Model], list[str]]          # targets; the first is the primary artifact
+    inputs: Callable[[Model], list[str]] = lambda m: []
+    params: Callable[[Model], dict] = lambda m: {}  # manifest fields that make it stale
+    tools: tuple[str, ...] = ()                    # distributions whose versions make it stale
+    code: tuple[str, ...] = ()                     # source files whose edits make it stale
+    record: Callable[[Model], str | None] = lambda m: None  # verification record path
+    applies: Callable[[Model], bool] = lambda m: True
+    subname: Callable[[Model], str] = lambda m: m["name"]
+
+    def task(self, model: Model) -> dict:
+        outputs, record = self.outputs(model), self.record(model)
+        params = {"params": self.params(model), "tools": versions(*self.tools)}
+        spec = {"task": f"{self.basename}:{self.subname(model)}", "builder": self.builder, "model": model,
+                "inputs": self.inputs(model), "outputs": outputs, "record": record, "params": params,
+                "code": list(self.code)}
+        return {
+            "name": self.subname(model),
+            "doc": self.doc.format(**model),
+            "file_dep": self.inputs(model) + list(self.code),
+            "targets": outputs + ([record] if record else []),
+            "uptodate": [params_unchanged(params)],
+            "actions": [(run_step, [spec])],
+            "clean": True,
+        }
+
+
+class params_unchanged:
+    """doit `uptodate`: True while the step's parameters equal those of its last successful run."""
+
+    def __init__(self, params: dict):
+        self.params = json.loads(json.dumps(params))  # the JSON form, as stored
+        self.changed: list[str] | None = None
+
+    def configure_task(self, task) -> None:
+        task.value_savers.append(lambda: {"_params": self.params})
+
+    def __call__(self, task, values) -> bool:
+        old = values.get("_params")
+        self.changed = ["(no successful run recorded)"] if old is None else _diff(old, self.params)
+        return not self.changed
+
+    def __repr__(self) -> str:
+        return "parameters changed: " + "; ".join(self.changed) if self.changed else "parameters unchanged"
+
+
+def _diff(old: Any, new: Any, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in sorted(set(old) | set(new)):
+            out += _diff(old.get(k, "(unset)"), new.get(k, "(unset)"), f"{path}.{k}" if path else k)
+        return out
+    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
+
+
+@dataclass
+class StepContext:
+    """What a builder sees: the model, its inputs, and temporary paths to write its outputs to."""
+    model: Model
+    inputs: list[Path]
+    outputs: list[Path]          # final paths
+    tmp: dict[Path, Path]        # final -> temporary path the builder must write
+    params: dict
+    kept: set[Path] = field(default_factory=set)
+
+    @property
+    def settings(self) -> dict:
+        return self.model.get("settings", {})
+
+    def out(self, i: int = 0) -> Path:
+        """Temporary path for output i (the builder writes here; the runner renames)."""
+        return self.tmp[self.outputs[i]]
+
+    def keep(self, final: Path) -> None:
+        """The existing file at `final` is already right (e.g. a checkpoint the user placed): don't replace it."""
+        self.kept.add(Path(final))
+
+
+def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _tmp_for(final: Path) -> Path:
+    """`.model.tmp-PID.onnx`: hidden, unmistakably unfinished, same suffix (tools check suffixes)."""
+    return final.with_name(f".{final.stem}.tmp-{os.getpid()}{final.suffix}")
+
+
+def _remove_leftovers(final: Path) -> None:
+    """Temporary files of killed earlier runs."""
+    for old in glob.glob(glob.escape(str(final.with_name(f".{final.stem}.tmp-"))) + f"*{final.suffix}"):
+        Path(old).unlink(missing_ok=True)
+
+
+def run_step(spec: dict):
+    """doit python-action: build into temporary files, verify, record, rename. User errors -> TaskFailed."""
+    from doit.exceptions import TaskFailed
+
+    outputs = [Path(p) for p in spec["outputs"]]
+    record = Path(spec["record"]) if spec["record"] else None
+    finals = outputs + ([record] if record else [])
+    for final in finals:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(final)
+    ctx = StepContext(model=spec["model"], inputs=[Path(p) for p in spec["inputs"]], outputs=outputs,
+                      tmp={f: _tmp_for(f) for f in outputs}, params=spec["params"])
+    module, func = spec["builder"].split(":")
+    try:
+        verification = getattr(importlib.import_module(module), func)(ctx)
+        for final in outputs:
+            if final in ctx.kept:
+                continue
+            if not ctx.tmp[final].is_file() or ctx.tmp[final].stat().st_size == 0:
+                raise RuntimeError(f"{spec['task']}: the builder wrote no {final}")
+        if record:
+            rec = {
+                "task": spec["task"],
+                "untrained": bool(spec["model"].get("untrained")),
+                "inputs": {str(p): sha256(p) for p in ctx.inputs},
+                "outputs": {str(f): {"sha256": sha256(f if f in ctx.kept else ctx.tmp[f]),
+                                     "bytes": (f if f in ctx.kept else ctx.tmp[f]).stat().st_size}
+                            for f in outputs},
+                "params": spec["params"]["params"],
+                "tools": spec["params"]["tools"],
+                "code": {c: sha256(c) for c in spec["code"]},
+                "verification": verification or {},
+            }
+            tmp_rec = _tmp_for(record)
+            tmp_rec.write_text(json.dumps(rec, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp_rec, record)
+        for final in reversed(outputs):  # primary artifact last
+            if final not in ctx.kept:
+                os.replace(ctx.tmp[final], final)
+    except BaseException as exc:
+        for final in finals:
+            _remove_leftovers(final)
+            if final not in ctx.kept:
+                Path(final).unlink(missing_ok=True)  # stale now: complete or absent
+        if isinstance(exc, UserError):
+            return TaskFailed(exc.paragraph)
+        raise
+    return True
