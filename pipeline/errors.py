@@ -9,17 +9,16 @@ class UserError(Exception):
     """A mistake the user can fix. The message is the whole story: file, key, what is wrong, the fix."""
 
     def __init__(self, message: str, *, file: str | None = None, key: str | None = None, fix: str | None = None):
-        self.file, self.key, self.fix = file, key, fix
-        parts = []
-        if file:
-            parts.append(f"{file}:")
-        if key:
-            parts.append(f"at '{key}':")
-        parts.append(message.rstrip("."))
+        self.message, self.file, self.key, self.fix = message, file, key, fix
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        parts = [f"{self.file}:"] if self.file else []
+        if self.key:
+            parts.append(f"at '{self.key}':")
+        parts.append(self.message.rstrip("."))
         text = " ".join(parts) + "."
-        if fix:
-            text += f" Fix: {fix.rstrip('.')}."
-        super().__init__(text)
+        return text + (f" Fix: {self.fix.rstrip('.')}." if self.fix else "")
 
     @property
     def paragraph(self) -> str:

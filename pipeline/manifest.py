@@ -146,7 +146,8 @@ def _explain(error: ValidationError, file: str, prefix: str = "") -> UserError:
     """First pydantic error as a paragraph (key path, problem, fix); the count of any others."""
     errs = error.errors()
     first = errs[0]
-    loc = [str(p) for p in first["loc"] if not str(p).startswith(("function-after", "literal", "int", "float"))]
+    loc = [str(p) for p in first["loc"]
+           if not str(p).startswith(("function-after", "literal", "int", "float", "[key]"))]
     key = ".".join([prefix, *loc] if prefix else loc) or "(top level)"
     leaf = next((p for p in reversed(loc) if p in ALLOWED), None)
     msg = first["msg"].replace("Value error, ", "")
@@ -155,6 +156,9 @@ def _explain(error: ValidationError, file: str, prefix: str = "") -> UserError:
         allowed = _allowed_keys(prefix.split(".") + loc if prefix else loc)
         fix = f"remove '{loc[-1]}' or correct its spelling; allowed keys here: {allowed}"
         msg = f"unknown key '{loc[-1]}'" + (f" under '{parent}'" if parent else "")
+    elif first["type"] == "string_pattern_mismatch":
+        msg = f"{first.get('input')!r} is not a usable Triton model name"
+        fix = f"use {ALLOWED['triton_name']}"
     elif first["type"] == "missing":
         fix = f"add '{loc[-1]}'"
     else:
@@ -237,7 +241,7 @@ def resolve(path: Path, root: Path, custom: str | None = None, standalone_custom
     raw = read_manifest(path, custom)
     if standalone_custom:
         raw = {k: v for k, v in raw.items() if k == "defaults"} | {"models": parse_custom(custom)}
-    file = str(path)
+    file = f"command line custom={custom}" if standalone_custom else str(path)
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as e:
@@ -281,6 +285,8 @@ def resolve(path: Path, root: Path, custom: str | None = None, standalone_custom
                             key=f"{rec['key']}.triton_name", fix=f"set triton_name to {ALLOWED['triton_name']}")
         records.append(rec)
 
+    for rec in records:
+        rec["manifest"] = file
     _check_names(records, file)
     for rec in records:
         s = rec["settings"]

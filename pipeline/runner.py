@@ -178,6 +178,7 @@ def run_step(spec: dict):
             if final not in ctx.kept:
                 Path(final).unlink(missing_ok=True)  # stale now: complete or absent
         if isinstance(exc, UserError):
+            exc.file = exc.file or spec["model"].get("manifest")
             return TaskFailed(exc.paragraph)
         raise
     return True

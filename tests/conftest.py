@@ -1,0 +1,100 @@
+"""Tests run the real `doit` in a subprocess on a temporary copy of the project."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+COPIED = ("dodo.py", "pipeline", "manifests", "models/README.md", "pytorch_models/README.md")
+
+
+@dataclass
+class DoitRun:
+    rc: int
+    out: str
+    err: str
+
+    @property
+    def executed(self) -> set[str]:
+        """Tasks whose actions ran (doit prints '.  task' for those, '-- task' for up-to-date ones)."""
+        return {m for m in re.findall(r"^\.  (\S+)$", self.out, re.M) if ":" in m}
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+class Project:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def doit(self, *args: str, timeout: float = 600) -> DoitRun:
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        p = subprocess.run([sys.executable, "-m", "doit", *args], cwd=self.root, env=env, capture_output=True,
+                           text=True, timeout=timeout)
+        return DoitRun(p.returncode, p.stdout, p.stderr)
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def write(self, rel: str, text: str) -> Path:
+        p = self.path(rel)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        return p
+
+    def generated(self) -> list[str]:
+        """Everything under models/ and pytorch_models/ except the placeholders."""
+        out = []
+        for top in ("models", "pytorch_models"):
+            for p in sorted(self.path(top).rglob("*")):
+                if p.is_file() and p.name != "README.md":
+                    out.append(str(p.relative_to(self.root)))
+        return out
+
+
+def make_project(dest: Path) -> Project:
+    for rel in COPIED:
+        src, dst = REPO / rel, dest / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+    return Project(dest)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return make_project(tmp_path / "proj")
+
+
+@pytest.fixture(scope="session")
+def yolo_env(tmp_path_factory):
+    """Ultralytics offline, settings in a temp dir, for tests that import it in-process."""
+    sys.path.insert(0, str(REPO))
+    os.environ["YOLO_CONFIG_DIR"] = str(tmp_path_factory.mktemp("ultralytics"))
+    from pipeline.yolo_env import configure
+    configure()
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory, yolo_env) -> dict[str, Path]:
+    """Small real checkpoints built offline from architecture YAML (random weights)."""
+    from ultralytics import YOLO
+
+    d = tmp_path_factory.mktemp("ckpt")
+    out = {}
+    for name, cfg in {"det": "yolo11n.yaml", "seg": "yolo11n-seg.yaml", "cls": "yolo11n-cls.yaml",
+                      "pose": "yolo11n-pose.yaml"}.items():
+        model = YOLO(cfg)
+        out[name] = d / f"{name}_yolo11n.pt"
+        model.save(str(out[name]))
+    return out
