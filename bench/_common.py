@@ -1,0 +1,40 @@
+"""Shared by the bench scripts: a throw-away copy of the project and a wall-clock timer."""
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+COPIED = ("dodo.py", "pipeline", "manifests", "models/README.md", "pytorch_models/README.md")
+
+
+def scratch_project() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="bench-")) / "proj"
+    for rel in COPIED:
+        src, dst = REPO / rel, root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+    return root
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> float:
+    t = time.perf_counter()
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    dt = time.perf_counter() - t
+    if check and p.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stdout}\n{p.stderr}")
+    return dt
+
+
+def median_time(cmd: list[str], cwd: Path, repeat: int = 7) -> float:
+    run(cmd, cwd)  # warm the page cache
+    return statistics.median(run(cmd, cwd) for _ in range(repeat))
+
+
+DOIT = [sys.executable, "-m", "doit"]

@@ -1,0 +1,146 @@
+"""A task reruns if and only if something it depends on changed — proven with real doit runs."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import pytest
+
+from conftest import make_project
+
+pytestmark = pytest.mark.slow
+
+TWO_MODELS = """\
+defaults: {formats: [onnx], max_batch: 8, imgsz: 320}
+models:
+  alpha: {arch: yolo11n, class_names: [car, truck]}
+  beta: {arch: yolo11n, num_classes: 1, max_batch: %d}
+"""
+
+ALPHA = {"materialize:alpha", "export_onnx:alpha", "config:alpha", "labels:alpha"}
+BETA = {"materialize:beta", "export_onnx:beta", "config:beta", "labels:beta"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Two untrained models built once; each test works on its own copy of the built project."""
+    proj = make_project(tmp_path_factory.mktemp("staleness") / "proj")
+    proj.write("manifests/two.yaml", TWO_MODELS % 4)
+    run = proj.doit("manifest=manifests/two.yaml")
+    assert run.rc == 0, run.text
+    assert run.executed == ALPHA | BETA
+    return proj
+
+
+@pytest.fixture
+def proj(built, tmp_path):
+    dest = tmp_path / "copy"
+    shutil.copytree(built.root, dest, symlinks=True)
+    from conftest import Project
+    return Project(dest)
+
+
+def test_second_run_executes_nothing(proj):
+    run = proj.doit("manifest=manifests/two.yaml")
+    assert run.rc == 0 and run.executed == set(), run.text
+
+
+def test_max_batch_touches_only_that_models_config(proj):
+    proj.write("manifests/two.yaml", TWO_MODELS % 16)
+    run = proj.doit("manifest=manifests/two.yaml")
+    assert run.rc == 0 and run.executed == {"config:beta"}, run.text
+    assert "max_batch_size: 16" in proj.path("models/beta/config.pbtxt").read_text()
+    info = proj.doit("info", "manifest=manifests/two.yaml", "config:alpha")
+    assert "up-to-date" in info.out
+
+
+def test_doit_info_says_which_parameter_changed(proj):
+    proj.write("manifests/two.yaml", TWO_MODELS % 16)
+    info = proj.doit("info", "manifest=manifests/two.yaml", "config:beta")
+    assert "max_batch: 4 -> 16" in info.out, info.out
+
+
+def test_imgsz_rebuilds_exports_not_weights(proj):
+    proj.write("manifests/two.yaml", TWO_MODELS.replace("imgsz: 320", "imgsz: 256") % 4)
+    run = proj.doit("manifest=manifests/two.yaml")
+    assert run.rc == 0
+    # The config is rewritten because the graph's input dims changed; the weights are untouched.
+    assert run.executed == {"export_onnx:alpha", "export_onnx:beta", "config:alpha", "config:beta"}, run.text
+
+
+def test_replacing_a_checkpoint_rebuilds_its_chain(proj):
+    shutil.copy(proj.path("pytorch_models/alpha.untrained.pt"), proj.path("mine.pt"))
+    proj.write("manifests/user.yaml", "defaults: {formats: [onnx], max_batch: 8, imgsz: 320}\n"
+                                      "models:\n  mine: {pt_file: ../mine.pt}\n")
+    first = proj.doit("manifest=manifests/user.yaml")
+    assert first.rc == 0 and first.executed == {"inspect:mine", "export_onnx:mine", "config:mine", "labels:mine"}
+    assert proj.doit("manifest=manifests/user.yaml").executed == set()
+    shutil.copy(proj.path("pytorch_models/beta.untrained.pt"), proj.path("mine.pt"))  # other weights, 1 class
+    run = proj.doit("manifest=manifests/user.yaml")
+    assert run.rc == 0
+    assert run.executed == {"inspect:mine", "export_onnx:mine", "config:mine", "labels:mine"}, run.text
+    assert "dims: 5" in proj.path("models/mine/config.pbtxt").read_text()  # 4 + 1 class
+
+
+def test_touching_a_checkpoint_without_changing_it_rebuilds_nothing(proj):
+    pt = proj.path("pytorch_models/alpha.untrained.pt")
+    later = time.time() + 100
+    os.utime(pt, (later, later))
+    assert proj.doit("manifest=manifests/two.yaml").executed == set()
+
+
+def test_editing_export_code_rebuilds_that_kind(proj):
+    code = proj.path("pipeline/yolo_onnx.py")
+    code.write_text(code.read_text() + "\n# a comment changes the code's hash\n")
+    run = proj.doit("manifest=manifests/two.yaml")
+    assert run.rc == 0
+    # Byte-identical ONNX output: configs stay up to date (their input's content did not change).
+    assert run.executed == {"export_onnx:alpha", "export_onnx:beta"}, run.text
+    info = proj.doit("info", "manifest=manifests/two.yaml", "export_onnx:alpha")
+    assert "up-to-date" in info.out
+
+
+def test_tool_version_change_rebuilds_dependent_steps(proj):
+    """A different onnx version (as if upgraded) makes exports and configs stale, not weights or labels."""
+    state = json.loads(proj.path(".doit.json").read_text())
+    state["export_onnx:alpha"]["_values_:"]["_params"]["tools"]["onnx"] = "0.0.1"
+    proj.path(".doit.json").write_text(json.dumps(state))
+    info = proj.doit("info", "manifest=manifests/two.yaml", "export_onnx:alpha")
+    assert "tools.onnx: '0.0.1' ->" in info.out, info.out
+    run = proj.doit("manifest=manifests/two.yaml")
+    assert run.executed == {"export_onnx:alpha"}, run.text
+
+
+def test_deleting_a_target_rebuilds_it(proj):
+    proj.path("models/alpha/labels.txt").unlink()
+    info = proj.doit("info", "manifest=manifests/two.yaml", "labels:alpha")
+    assert "models/alpha/labels.txt" in info.out and "do not exist" in info.out
+    run = proj.doit("manifest=manifests/two.yaml")
+    assert run.executed == {"labels:alpha"}, run.text
+    assert proj.path("models/alpha/labels.txt").read_text() == "car\ntruck\n"
+    proj.path("models/beta/1/model.onnx").unlink()
+    assert proj.doit("manifest=manifests/two.yaml").executed == {"export_onnx:beta"}
+
+
+def test_class_names_change_rebuilds_labels_only_downstream_of_checkpoint(proj):
+    proj.write("manifests/two.yaml", (TWO_MODELS % 4).replace("[car, truck]", "[car, lorry]"))
+    run = proj.doit("manifest=manifests/two.yaml")
+    # New names are baked into the untrained .pt: its chain rebuilds, beta is untouched.
+    assert run.executed <= ALPHA and "labels:alpha" in run.executed and "materialize:alpha" in run.executed
+    assert proj.path("models/alpha/labels.txt").read_text() == "car\nlorry\n"
+
+
+def test_state_survives_a_move_with_new_mtimes(proj, tmp_path):
+    """A restored checkout elsewhere (CI cache): json state, relative paths, content hashes -> no-op."""
+    state = json.loads(proj.path(".doit.json").read_text())  # portable JSON, not dbm
+    assert "export_onnx:alpha" in state
+    moved = tmp_path / "elsewhere" / "checkout"
+    shutil.copytree(proj.root, moved)
+    later = time.time() + 1000
+    for p in moved.rglob("*"):
+        os.utime(p, (later, later))
+    from conftest import Project
+    run = Project(moved).doit("manifest=manifests/two.yaml")
+    assert run.rc == 0 and run.executed == set(), run.text
