@@ -28,7 +28,7 @@ DOIT_CONFIG = {
     "backend": "json",               # portable state (CI caches, other machines); dbm is not
     "dep_file": ".doit.json",
     "check_file_uptodate": "md5",    # content, not mtime: a restored checkout with new mtimes is up to date
-    "default_tasks": [f.format for f in kinds.FOLDERS],
+    "default_tasks": [f.format for f in kinds.FOLDERS] + ["fp16_onnx", "fp16_end2end_onnx"],
     "verbosity": 2,
 }
 
@@ -66,6 +66,21 @@ def task_export_onnx():
     yield from declare(kinds.EXPORT_ONNX)
 
 
+def task_end2end_onnx():
+    """End2End ONNX: raw graph + EfficientNMS_TRT, checked against the NumPy reference of the plugin."""
+    yield from declare(kinds.END2END_ONNX)
+
+
+def task_fp16_onnx():
+    """FP16 raw ONNX in pytorch_models/: what the TensorRT plan is compiled from."""
+    yield from declare(kinds.FP16_ONNX)
+
+
+def task_fp16_end2end_onnx():
+    """FP16 End2End ONNX in pytorch_models/: what the TensorRT End2End plan is compiled from."""
+    yield from declare(kinds.FP16_END2END_ONNX)
+
+
 def task_config():
     """config.pbtxt of each Triton folder, from the artifact's real inputs and outputs."""
     for folder in kinds.FOLDERS:
@@ -93,3 +108,8 @@ def _folder_groups(fmt: str):
 def task_onnx():
     """Triton folder models/<name>/: raw ONNX (onnxruntime_onnx) + config.pbtxt + labels.txt."""
     yield from _folder_groups("onnx")
+
+
+def task_onnx_end2end():
+    """Triton folder models/<name>_end2end/: End2End ONNX + config.pbtxt + labels.txt."""
+    yield from _folder_groups("onnx_end2end")

@@ -52,6 +52,31 @@ EXPORT_ONNX = Step(
     params=_settings("imgsz", "opset"), tools=("torch", "ultralytics", "onnx"),
     code=("pipeline/yolo_onnx.py",))
 
+_NMS = ("imgsz", "topk", "iou", "conf", "normalize_boxes", "class_agnostic")
+_E2E_CODE = ("pipeline/end2end_onnx.py", "pipeline/efficient_nms.py")
+
+END2END_ONNX = Step(
+    basename="end2end_onnx", doc="Append EfficientNMS_TRT to {name}'s raw ONNX (graph surgery), check its detections",
+    builder="pipeline.end2end_onnx:build", applies=lambda m: "onnx_end2end" in m["settings"]["formats"],
+    inputs=lambda m: [L.raw_onnx(m)], outputs=lambda m: [L.end2end_onnx(m)],
+    record=lambda m: L.verification_record(L.end2end_onnx(m)),
+    params=_settings(*_NMS), tools=("onnx", "onnx_graphsurgeon", "onnxruntime_extensions"), code=_E2E_CODE)
+
+FP16_ONNX = Step(
+    basename="fp16_onnx", doc="FP16 copy of {name}'s raw ONNX for TensorRT (FP16 input, FP32 box decoding)",
+    builder="pipeline.fp16_onnx:convert", applies=L.wants_fp16,
+    inputs=lambda m: [L.raw_onnx(m)], outputs=lambda m: [L.fp16_onnx(m)],
+    record=lambda m: L.verification_record(L.fp16_onnx(m)),
+    params=_settings("imgsz"), tools=("onnx", "onnxruntime"), code=("pipeline/fp16_onnx.py",))
+
+FP16_END2END_ONNX = Step(
+    basename="fp16_end2end_onnx", doc="EfficientNMS_TRT on {name}'s FP16 ONNX (FP32 NMS and outputs), for TensorRT",
+    builder="pipeline.end2end_onnx:build",
+    applies=lambda m: L.wants_fp16(m) and "trt_end2end" in m["settings"]["formats"],
+    inputs=lambda m: [L.fp16_onnx(m)], outputs=lambda m: [L.fp16_end2end_onnx(m)],
+    record=lambda m: L.verification_record(L.fp16_end2end_onnx(m)),
+    params=_settings(*_NMS), tools=("onnx", "onnx_graphsurgeon", "onnxruntime_extensions"), code=_E2E_CODE)
+
 
 # ---- Triton folders: one per format, each = model artifact + config.pbtxt + labels.txt
 @dataclass(frozen=True)
@@ -88,4 +113,5 @@ class TritonFolder:
 
 FOLDERS = (
     TritonFolder("onnx", "onnxruntime_onnx", EXPORT_ONNX, L.raw_onnx),
+    TritonFolder("onnx_end2end", "onnxruntime_onnx", END2END_ONNX, L.end2end_onnx),
 )

@@ -29,3 +29,21 @@ def raw_onnx(model: dict) -> str:
 
 def verification_record(artifact: str) -> str:
     return artifact + ".verification.json"
+
+
+def end2end_onnx(model: dict) -> str:
+    return f"{folder_path(model, 'onnx_end2end')}/1/model.onnx"
+
+
+def wants_fp16(model: dict) -> bool:
+    """FP16 graphs exist for the TensorRT tracks when the model's precision is fp16."""
+    s = model["settings"]
+    return s["precision"] == "fp16" and any(f in s["formats"] for f in ("trt", "trt_end2end"))
+
+
+def fp16_onnx(model: dict) -> str:
+    return f"{WORK}/{model['name']}.fp16.onnx"
+
+
+def fp16_end2end_onnx(model: dict) -> str:
+    return f"{WORK}/{model['name']}_end2end.fp16.onnx"

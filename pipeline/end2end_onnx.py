@@ -1,0 +1,123 @@
+"""End2End ONNX: the raw graph + TensorRT's EfficientNMS_TRT, by graph surgery (onnx-graphsurgeon).
+
+    output0 [B, 4+nc, A] -> (Cast fp32) -> Transpose -> Split -> boxes [B,A,4] (cx,cy,w,h; / imgsz when
+    normalize_boxes) + scores [B,A,nc] -> EfficientNMS_TRT -> num_dets [B,1] i32, det_boxes [B,K,4] f32
+    (x1,y1,x2,y2), det_scores [B,K] f32, det_classes [B,K] i32
+
+Made from the raw ONNX artifact rather than by re-tracing PyTorch, so the End2End graph contains exactly
+the checked raw graph. The same surgery serves the FP32 graph (served by Triton) and the FP16 graph
+(compiled by TensorRT): NMS always sees FP32, so its outputs are FP32 whatever the backbone runs in.
+onnxruntime cannot run EfficientNMS_TRT; the check runs a copy through onnxruntime-extensions with
+the project's NumPy reference of the plugin (efficient_nms.py).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import UserError
+from .runner import StepContext
+
+OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
+
+
+def add_efficient_nms(raw, *, topk: int, iou: float, conf: float, normalize_boxes: bool, class_agnostic: bool):
+    """Return a new ModelProto: `raw` (one output [B, 4+nc, A]) with EfficientNMS_TRT appended."""
+    import numpy as np
+    import onnx
+    import onnx_graphsurgeon as gs
+
+    graph = gs.import_onnx(raw)
+    (images,), (out,) = graph.inputs, graph.outputs
+    batch, channels, anchors = out.shape
+    nc = int(channels) - 4
+    h, w = int(images.shape[2]), int(images.shape[3])
+    f32 = np.float32
+
+    x = out
+    if out.dtype != f32:  # FP16 backbone: NMS (and so all four outputs) stays FP32
+        x = graph.layer(op="Cast", name="e2e/cast_fp32", inputs=[out], attrs={"to": onnx.TensorProto.FLOAT},
+                        outputs=[gs.Variable("e2e/output0_fp32", f32, [batch, channels, anchors])])[0]
+    x = graph.layer(op="Transpose", name="e2e/transpose", inputs=[x], attrs={"perm": [0, 2, 1]},
+                    outputs=[gs.Variable("e2e/predictions", f32, [batch, anchors, channels])])[0]
+    boxes, scores = graph.layer(
+        op="Split", name="e2e/split", attrs={"axis": 2},
+        inputs=[x, gs.Constant("e2e/split_sizes", np.array([4, nc], np.int64))],
+        outputs=[gs.Variable("e2e/boxes_px", f32, [batch, anchors, 4]),
+                 gs.Variable("e2e/scores", f32, [batch, anchors, nc])])
+    if normalize_boxes:
+        scale = np.array([1 / w, 1 / h, 1 / w, 1 / h], f32)
+        boxes = graph.layer(op="Mul", name="e2e/normalize", inputs=[boxes, gs.Constant("e2e/inv_size", scale)],
+                            outputs=[gs.Variable("e2e/boxes", f32, [batch, anchors, 4])])[0]
+    outputs = [gs.Variable("num_dets", np.int32, [batch, 1]), gs.Variable("det_boxes", f32, [batch, topk, 4]),
+               gs.Variable("det_scores", f32, [batch, topk]), gs.Variable("det_classes", np.int32, [batch, topk])]
+    graph.nodes.append(gs.Node(
+        op="EfficientNMS_TRT", name="e2e/efficient_nms", domain="TRT", inputs=[boxes, scores], outputs=outputs,
+        attrs={"plugin_version": "1", "background_class": -1, "max_output_boxes": int(topk),
+               "score_threshold": float(conf), "iou_threshold": float(iou), "score_activation": 0,
+               "box_coding": 1, "class_agnostic": int(bool(class_agnostic))}))
+    graph.outputs = outputs
+    graph.cleanup().toposort()
+    model = gs.export_onnx(graph)
+    model.opset_import.append(onnx.helper.make_opsetid("TRT", 1))
+    model.ir_version = raw.ir_version
+    del model.metadata_props[:]
+    model.metadata_props.extend(raw.metadata_props)
+    for k, v in {"end2end": "EfficientNMS_TRT", "box_format": "x1y1x2y2" + ("_normalized" if normalize_boxes
+                                                                              else "_pixels")}.items():
+        model.metadata_props.add(key=k, value=v)
+    return model
+
+
+def nms_settings(settings: dict) -> dict:
+    return {k: settings[k] for k in ("topk", "iou", "conf", "normalize_boxes", "class_agnostic")}
+
+
+def build(ctx: StepContext) -> dict:
+    """Step builder: surgery on the raw graph (FP32 or FP16), then the semantic check."""
+    import onnx
+
+    raw = onnx.load(str(ctx.inputs[0]))
+    model = add_efficient_nms(raw, **nms_settings(ctx.settings))
+    onnx.save(model, str(ctx.out()))
+    onnx.checker.check_model(str(ctx.out()), full_check=True)  # strict shape inference included
+    return {**check_against_reference(ctx.inputs[0], ctx.out(), ctx.settings, ctx.model["key"]), "passed": True}
+
+
+def check_against_reference(raw_path: Path, e2e_path: Path, settings: dict, key: str) -> dict:
+    """The End2End graph (NMS by the reference) must give exactly reference(raw graph's own outputs).
+
+    Checked at the manifest's thresholds and once more with score_threshold 0, so that even an untrained
+    model (which detects nothing at 0.25) exercises the box/score/class wiring with `topk` detections.
+    """
+    import numpy as np
+    import onnx
+
+    from .efficient_nms import cpu_session, efficient_nms
+    from .yolo_onnx import run_onnx, verification_images
+
+    raw_model = onnx.load(str(raw_path))
+    dtype = np.float16 if raw_model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 \
+        else np.float32
+    imgsz = settings["imgsz"]
+    x = verification_images(2, imgsz).numpy().astype(dtype)
+    pred = run_onnx(raw_path, {"images": x})[0].astype(np.float32).transpose(0, 2, 1)
+    boxes, scores = pred[..., :4], pred[..., 4:]
+    if settings["normalize_boxes"]:
+        boxes = boxes * np.array([1 / imgsz] * 4, np.float32)
+    e2e = onnx.load(str(e2e_path))
+    report = {}
+    for label, conf in (("manifest_thresholds", settings["conf"]), ("score_threshold_0", 0.0)):
+        node = next(n for n in e2e.graph.node if n.op_type == "EfficientNMS_TRT")
+        for a in node.attribute:
+            if a.name == "score_threshold":
+                a.f = conf
+        got = cpu_session(e2e).run(list(OUTPUTS), {"images": x})
+        want = efficient_nms(boxes, scores, score_threshold=conf, iou_threshold=settings["iou"],
+                             max_output_boxes=settings["topk"], class_agnostic=int(settings["class_agnostic"]))
+        same = all(np.array_equal(g, w) for g, w in zip(got, want))
+        report[label] = {"score_threshold": conf, "detections": got[0].ravel().tolist(), "identical": same}
+        if not same:
+            raise UserError(f"the End2End graph's detections differ from the EfficientNMS reference applied to "
+                            f"the raw graph ({label})", key=key, fix="report this; the raw ONNX is unaffected")
+    return {"compared_with": "NumPy EfficientNMS_TRT reference on the raw graph's outputs (onnxruntime)",
+            "batch": 2, "input": f"uniform random [0,1], seed 0, {imgsz}x{imgsz}", **report}

@@ -1,0 +1,68 @@
+"""FP16 ONNX: the graphs TensorRT compiles. TensorRT 11 has no FP16 builder flag; precision comes from here.
+
+Conversion: onnxruntime's `transformers.float16.convert_float_to_float16` (the onnxconverter-common
+converter, shipped inside the onnxruntime we already pin), on the checked FP32 graph. Chosen over
+* a half-precision PyTorch export: it would also run the Detect head's box decoding in FP16, where
+  coordinates near 640 px have a resolution of 0.5 px;
+* ModelOpt AutoCast: its `[onnx]` extra pins an older onnx and onnxruntime-gpu;
+* onnxconverter-common itself: the same code, one more dependency.
+The backbone and the head's convolutions become FP16; the Detect head's decoding (reshape, DFL softmax,
+anchors x stride) is kept FP32 by name (`node_block_list`), so `output0` is FP32 with FP32 box math.
+The input `images` is FP16, as the seed's config.pbtxt says (TYPE_FP16).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .runner import StepContext
+
+
+def head_prefix(model) -> str:
+    """Scope of the Detect module in a torch-exported graph: that of the node writing `output0`."""
+    out = model.graph.output[0].name
+    producer = next(n for n in model.graph.node if out in n.output)
+    return producer.name.rsplit("/", 1)[0] + "/"
+
+
+def to_fp16(model):
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    prefix = head_prefix(model)
+    convs = tuple(prefix + c for c in ("cv2", "cv3"))  # the head's learned convolutions: FP16 like the rest
+    decode = [n.name for n in model.graph.node if n.name.startswith(prefix) and not n.name.startswith(convs)]
+    import onnx_graphsurgeon as gs
+
+    out = model.graph.output[0].name
+    fp16 = convert_float_to_float16(model, keep_io_types=[out], node_block_list=decode)
+    # The converter appends the Casts it inserts at the end of the node list; ONNX wants topological order.
+    sorted_ = gs.export_onnx(gs.import_onnx(fp16).toposort())
+    sorted_.ir_version = model.ir_version
+    return sorted_
+
+
+def convert(ctx: StepContext) -> dict:
+    """Step builder: FP16 copy of the raw graph, checked in onnxruntime (CPU) against the FP32 graph."""
+    import numpy as np
+    import onnx
+
+    from .yolo_onnx import run_onnx, verification_images
+
+    fp32 = onnx.load(str(ctx.inputs[0]))
+    fp16 = to_fp16(fp32)
+    onnx.save(fp16, str(ctx.out()))
+    onnx.checker.check_model(str(ctx.out()), full_check=True)
+    x = verification_images(2, ctx.settings["imgsz"]).numpy()
+    a = run_onnx(ctx.inputs[0], {"images": x})[0]
+    b = run_onnx(ctx.out(), {"images": x.astype(np.float16)})[0]
+    if b.dtype != np.float32 or b.shape != a.shape:
+        raise RuntimeError(f"FP16 graph output is {b.dtype} {b.shape}, expected float32 {a.shape}")
+    return {"compared_with": "the FP32 graph (onnxruntime CPU)", "batch": 2,
+            "input_dtype": "float16", "output_dtype": "float32",
+            "max_abs_box_px": float(np.abs(a[:, :4] - b[:, :4]).max()),
+            "max_abs_score": float(np.abs(a[:, 4:] - b[:, 4:]).max()),
+            "fp16_initializers": sum(i.data_type == onnx.TensorProto.FLOAT16 for i in fp16.graph.initializer),
+            "fp32_initializers": sum(i.data_type == onnx.TensorProto.FLOAT for i in fp16.graph.initializer),
+            "note": "onnxruntime's CPU provider upcasts FP16 ops it has no kernel for, rounding each "
+                    "intermediate tensor back to FP16: close to, not the same as, TensorRT's FP16 arithmetic. "
+                    "No tolerance here (it depends on the weights); tests bound it on a detecting model"}
+

@@ -1,0 +1,192 @@
+"""End2End ONNX (EfficientNMS_TRT) and the FP16 graphs: verified for meaning, not only shape."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from detecting import make_detecting_checkpoint
+
+pytestmark = pytest.mark.slow
+
+IMGSZ = 320
+MANIFEST = """\
+defaults: {{formats: [onnx, onnx_end2end, trt, trt_end2end], imgsz: {imgsz}, max_batch: 16}}
+models:
+  street: {{pt_file: {street}}}
+  single: {{pt_file: {single}, topk: 50, normalize_boxes: false}}
+  agnostic: {{pt_file: {street}, triton_name: agnostic, class_agnostic: true, iou: 0.5}}
+"""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, yolo_env):
+    from conftest import make_project
+
+    d = tmp_path_factory.mktemp("e2e")
+    street = make_detecting_checkpoint(d / "street.pt", ["car", "truck", "bus", "bike", "person"], imgsz=IMGSZ)
+    single = make_detecting_checkpoint(d / "single.pt", ["defect"], imgsz=IMGSZ, seed=3, logit_bias=5.0)
+    proj = make_project(d / "proj")
+    proj.write("manifests/m.yaml", MANIFEST.format(imgsz=IMGSZ, street=street, single=single))
+    run = proj.doit("manifest=manifests/m.yaml")
+    assert run.rc == 0, run.text
+    proj.ckpt = {"street": street, "single": single, "agnostic": street}
+    return proj
+
+
+def images(batch=3, seed=7):
+    return np.random.default_rng(seed).random((batch, 3, IMGSZ, IMGSZ), dtype=np.float32)
+
+
+def e2e(built, name, x, path=None):
+    from pipeline.efficient_nms import cpu_session
+
+    path = path or built.path(f"models/{name}_end2end/1/model.onnx")
+    return cpu_session(path).run(None, {"images": x})
+
+
+def test_outputs_exactly_as_the_seed(built):
+    import onnx
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    path = built.path("models/street_end2end/1/model.onnx")
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    outs = {o.name: (onnx.TensorProto.DataType.Name(o.type.tensor_type.elem_type),
+                     [d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim]) for o in model.graph.output}
+    assert outs == {"num_dets": ("INT32", ["batch", 1]), "det_boxes": ("FLOAT", ["batch", 300, 4]),
+                    "det_scores": ("FLOAT", ["batch", 300]), "det_classes": ("INT32", ["batch", 300])}
+    node = next(n for n in model.graph.node if n.op_type == "EfficientNMS_TRT")
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert attrs == {"plugin_version": b"1", "background_class": -1, "max_output_boxes": 300,
+                     "score_threshold": pytest.approx(0.25), "iou_threshold": pytest.approx(0.7),
+                     "score_activation": 0, "box_coding": 1, "class_agnostic": 0}
+    cfg = text_format.Parse(built.path("models/street_end2end/config.pbtxt").read_text(), mc.ModelConfig())
+    assert [(o.name, mc.DataType.Name(o.data_type), list(o.dims)) for o in cfg.output] == [
+        ("num_dets", "TYPE_INT32", [1]), ("det_boxes", "TYPE_FP32", [300, 4]),
+        ("det_scores", "TYPE_FP32", [300]), ("det_classes", "TYPE_INT32", [300])]
+    assert cfg.max_batch_size == 16 and cfg.name == "street_end2end"
+    assert built.path("models/street_end2end/labels.txt").read_text().split() == ["car", "truck", "bus", "bike",
+                                                                                   "person"]
+
+
+@pytest.mark.parametrize("name", ["street", "single", "agnostic"])
+def test_detections_equal_the_reference_and_ultralytics_nms(built, name):
+    """End2End graph == NumPy reference (exactly) == Ultralytics' non_max_suppression(multi_label=True)."""
+    import torch
+    from ultralytics.nn.tasks import load_checkpoint
+    from ultralytics.utils.nms import non_max_suppression
+
+    from pipeline.efficient_nms import efficient_nms
+    from pipeline.yolo_onnx import run_onnx
+
+    s = {"street": dict(topk=300, iou=0.7, norm=True, agnostic=False),
+         "single": dict(topk=50, iou=0.7, norm=False, agnostic=False),
+         "agnostic": dict(topk=300, iou=0.5, norm=True, agnostic=True)}[name]
+    x = images()
+    num, boxes, scores, classes = e2e(built, name, x)
+    # 1. exactly the reference applied to the raw graph's outputs
+    raw = run_onnx(built.path(f"models/{name}/1/model.onnx"), {"images": x})[0].transpose(0, 2, 1)
+    scale = np.float32(1 / IMGSZ) if s["norm"] else np.float32(1)
+    want = efficient_nms(raw[..., :4] * scale, raw[..., 4:], score_threshold=0.25, iou_threshold=s["iou"],
+                         max_output_boxes=s["topk"], class_agnostic=int(s["agnostic"]))
+    for g, w in zip((num, boxes, scores, classes), want):
+        assert np.array_equal(g, w)
+    # 2. the same detections as Ultralytics' NMS on the PyTorch model (a model that really detects)
+    model, _ = load_checkpoint(str(built.ckpt[name]))
+    with torch.inference_mode():
+        pred = model(torch.from_numpy(x))[0]
+    ref = non_max_suppression(pred, 0.25, s["iou"], multi_label=True, agnostic=s["agnostic"], max_det=s["topk"])
+    assert sum(len(r) for r in ref) >= 10, "the model must detect something for this test to mean anything"
+    for i, r in enumerate(ref):
+        n = int(num[i, 0])
+        assert n == len(r), (i, n, len(r))
+        mine = sorted(zip(scores[i, :n], classes[i, :n], map(tuple, boxes[i, :n])), key=lambda t: -t[0])
+        theirs = sorted(zip(r[:, 4].numpy(), r[:, 5].numpy().astype(int), map(tuple, r[:, :4].numpy() * scale)),
+                        key=lambda t: -t[0])
+        for (s1, c1, b1), (s2, c2, b2) in zip(mine, theirs):
+            assert c1 == c2 and abs(s1 - s2) < 1e-4
+            assert np.abs(np.array(b1) - np.array(b2)).max() < (1e-2 * scale)
+        assert not boxes[i, n:].any() and not scores[i, n:].any() and not classes[i, n:].any()  # zero padding
+
+
+def test_verification_record_written_beside_the_artifact(built):
+    rec = json.loads(built.path("models/street_end2end/1/model.onnx.verification.json").read_text())
+    v = rec["verification"]
+    assert v["passed"] and v["manifest_thresholds"]["identical"] and v["score_threshold_0"]["identical"]
+    assert v["score_threshold_0"]["detections"] == [300, 300]
+
+
+def test_fp16_graphs_run_and_stay_close_to_fp32(built):
+    """FP16 input, FP32 outputs; measured against FP32 on a detecting model (thresholds stated here)."""
+    import onnx
+
+    from pipeline.yolo_onnx import run_onnx
+
+    raw16 = built.path("pytorch_models/street.fp16.onnx")
+    m = onnx.load(str(raw16))
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    x = images()
+    a = run_onnx(built.path("models/street/1/model.onnx"), {"images": x})[0]
+    b = run_onnx(raw16, {"images": x.astype(np.float16)})[0]
+    box_err, score_err = np.abs(a[:, :4] - b[:, :4]).max(), np.abs(a[:, 4:] - b[:, 4:]).max()
+    hit = (a[:, 4:].max(axis=1) >= 0.25)[:, None, :].repeat(4, axis=1)  # anchors that are detections
+    det_box_err = np.abs(a[:, :4] - b[:, :4])[hit].max()
+    print(f"\nFP16 vs FP32 on a detecting model ({IMGSZ} px): boxes {box_err:.4f} px "
+          f"({det_box_err:.4f} px on anchors scoring >= 0.25), scores {score_err:.5f}")
+    # Thresholds of this test: FP16 has 11 significant bits, and the DFL box logits of this synthetic
+    # model are flat (a trained head is peaked, hence less sensitive); box decoding itself stays FP32.
+    assert det_box_err < 2.0 and box_err < 3.0 and score_err < 0.02
+
+    e16 = onnx.load(str(built.path("pytorch_models/street_end2end.fp16.onnx")))
+    assert e16.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert [o.type.tensor_type.elem_type for o in e16.graph.output] == [onnx.TensorProto.INT32,
+                                                                        onnx.TensorProto.FLOAT,
+                                                                        onnx.TensorProto.FLOAT, onnx.TensorProto.INT32]
+    n32, b32, s32, c32 = e2e(built, "street", x)
+    from pipeline.efficient_nms import cpu_session
+    n16, b16, s16, c16 = cpu_session(e16).run(None, {"images": x.astype(np.float16)})
+    from pipeline.efficient_nms import _iou
+    best = []
+    for i in range(len(x)):
+        # Every confident FP32 detection against the FP16 detections of the same class, and back.
+        # (Detections within 0.02 of the 0.25 threshold may legitimately cross it.)
+        for (na, ba, sa, ca), (nb, bb, cb) in (((n32, b32, s32, c32), (n16, b16, c16)),
+                                               ((n16, b16, s16, c16), (n32, b32, c32))):
+            assert set(ca[i, : int(na[i, 0])][sa[i, : int(na[i, 0])] >= 0.27]) <= set(cb[i, : int(nb[i, 0])])
+            for j in range(int(na[i, 0])):
+                if sa[i, j] < 0.27:
+                    continue
+                same = cb[i, : int(nb[i, 0])] == ca[i, j]
+                best.append(_iou(ba[i, j], bb[i, : int(nb[i, 0])][same]).max())
+    best = np.array(best)
+    print(f"FP16 vs FP32 End2End: {len(best)} confident detections, {np.mean(best >= 0.9):.1%} with a same-class "
+          f"twin at IoU >= 0.9, min IoU {best.min():.3f}")
+    # Thresholds of this test: where two overlapping boxes of one class have near-equal scores, FP16 noise
+    # can flip which one NMS keeps (this synthetic model has many such pairs); the twin is then the
+    # neighbour, at IoU >= the NMS threshold's neighbourhood. Most detections must be stable.
+    assert len(best) >= 20 and np.mean(best >= 0.9) >= 0.9 and best.min() >= 0.5
+
+
+def test_nms_settings_rebuild_only_end2end_artifacts(built, tmp_path):
+    import shutil
+
+    from conftest import Project
+
+    proj = Project(tmp_path / "copy")
+    shutil.copytree(built.root, proj.root)
+    text = proj.path("manifests/m.yaml").read_text()
+    proj.write("manifests/m.yaml", text.replace("topk: 50, normalize_boxes: false", "topk: 20, normalize_boxes: false"))
+    run = proj.doit("manifest=manifests/m.yaml")
+    assert run.rc == 0
+    assert run.executed == {"end2end_onnx:single", "config:single_end2end", "fp16_end2end_onnx:single"}, run.text
+    proj.write("manifests/m.yaml", text.replace("iou: 0.5}", "iou: 0.6}"))
+    run = proj.doit("manifest=manifests/m.yaml")
+    # (topk back to 50 for single, iou for agnostic; configs rerun because their graph's bytes changed)
+    assert run.executed == {"end2end_onnx:agnostic", "fp16_end2end_onnx:agnostic", "config:agnostic_end2end",
+                            "end2end_onnx:single", "fp16_end2end_onnx:single", "config:single_end2end"}, run.text
