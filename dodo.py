@@ -21,14 +21,21 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline import kinds  # noqa: E402
 from pipeline.errors import UserError, exit_with  # noqa: E402
+from pipeline.gpu import tensorrt_version  # noqa: E402
 from pipeline.plan import load_models  # noqa: E402
+
+TENSORRT = tensorrt_version()  # from its dist-info: nothing is imported
+TRT_FORMATS = ("trt", "trt_end2end")
 
 
 DOIT_CONFIG = {
     "backend": "json",               # portable state (CI caches, other machines); dbm is not
     "dep_file": ".doit.json",
     "check_file_uptodate": "md5",    # content, not mtime: a restored checkout with new mtimes is up to date
-    "default_tasks": [f.format for f in kinds.FOLDERS] + ["fp16_onnx", "fp16_end2end_onnx"],
+    # Without TensorRT, plain `doit` builds everything else (FP16 graphs included); naming a trt task
+    # still runs it, and it fails with a clear error.
+    "default_tasks": ["onnx", "onnx_end2end", "fp16_onnx", "fp16_end2end_onnx"] + (list(TRT_FORMATS) if TENSORRT
+                                                                                    else []),
     "verbosity": 2,
 }
 
@@ -38,6 +45,11 @@ try:
                          explicit_manifest=get_var("manifest", None) is not None)
 except UserError as error:
     exit_with(error)
+
+_SKIPPED = sum(f in m["settings"]["formats"] for m in MODELS for f in TRT_FORMATS)
+if _SKIPPED and not TENSORRT and (len(sys.argv) < 2 or sys.argv[1] == "run" or "=" in sys.argv[1]):
+    print(f"notice: TensorRT is not installed here: skipping {_SKIPPED} TensorRT plan(s) "
+          "(doit trt:NAME names one and fails; see README 'TensorRT')", file=sys.stderr)
 
 
 def declare(step):
@@ -81,6 +93,12 @@ def task_fp16_end2end_onnx():
     yield from declare(kinds.FP16_END2END_ONNX)
 
 
+def task_plan():
+    """TensorRT plans (needs TensorRT 10.x/11.x and a GPU; built in a child process, one per GPU at a time)."""
+    yield from declare(kinds.PLAN)
+    yield from declare(kinds.PLAN_END2END)
+
+
 def task_config():
     """config.pbtxt of each Triton folder, from the artifact's real inputs and outputs."""
     for folder in kinds.FOLDERS:
@@ -113,3 +131,13 @@ def task_onnx():
 def task_onnx_end2end():
     """Triton folder models/<name>_end2end/: End2End ONNX + config.pbtxt + labels.txt."""
     yield from _folder_groups("onnx_end2end")
+
+
+def task_trt():
+    """Triton folder models/<name>_trt/: TensorRT plan (raw output) + config.pbtxt + labels.txt."""
+    yield from _folder_groups("trt")
+
+
+def task_trt_end2end():
+    """Triton folder models/<name>_trt_end2end/: TensorRT plan with compiled NMS + config.pbtxt + labels.txt."""
+    yield from _folder_groups("trt_end2end")

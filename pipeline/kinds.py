@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import layout as L
+from .gpu import plan_identity
 from .runner import Step
 
 
@@ -57,7 +58,7 @@ _E2E_CODE = ("pipeline/end2end_onnx.py", "pipeline/efficient_nms.py")
 
 END2END_ONNX = Step(
     basename="end2end_onnx", doc="Append EfficientNMS_TRT to {name}'s raw ONNX (graph surgery), check its detections",
-    builder="pipeline.end2end_onnx:build", applies=lambda m: "onnx_end2end" in m["settings"]["formats"],
+    builder="pipeline.end2end_onnx:build", applies=L.wants_end2end_onnx,
     inputs=lambda m: [L.raw_onnx(m)], outputs=lambda m: [L.end2end_onnx(m)],
     record=lambda m: L.verification_record(L.end2end_onnx(m)),
     params=_settings(*_NMS), tools=("onnx", "onnx_graphsurgeon", "onnxruntime_extensions"), code=_E2E_CODE)
@@ -78,6 +79,21 @@ FP16_END2END_ONNX = Step(
     params=_settings(*_NMS), tools=("onnx", "onnx_graphsurgeon", "onnxruntime_extensions"), code=_E2E_CODE)
 
 
+def _plan(fmt: str, end2end: bool) -> Step:
+    return Step(
+        basename="plan", doc=f"TensorRT plan of {{name}} ({fmt}) from its {{settings[precision]}} ONNX — needs TensorRT + GPU",
+        builder="pipeline.tensorrt_plan:build", isolate=True,
+        applies=lambda m: fmt in m["settings"]["formats"], subname=lambda m: L.folder(m, fmt),
+        inputs=lambda m: [L.trt_source(m, end2end)], outputs=lambda m: [L.plan(m, fmt)],
+        record=lambda m: L.verification_record(L.plan(m, fmt)),
+        params=lambda m: {**_settings("max_batch", "workspace_gb", "precision")(m), **plan_identity()},
+        code=("pipeline/tensorrt_plan.py",))
+
+
+PLAN = _plan("trt", end2end=False)
+PLAN_END2END = _plan("trt_end2end", end2end=True)
+
+
 # ---- Triton folders: one per format, each = model artifact + config.pbtxt + labels.txt
 @dataclass(frozen=True)
 class TritonFolder:
@@ -85,9 +101,14 @@ class TritonFolder:
     platform: str
     model_step: Step
     artifact: callable  # model -> path of the served file (models/<folder>/1/model.*)
+    io_source: callable = None  # model -> ONNX whose I/O the config describes (default: the artifact)
 
     def applies(self, m: dict) -> bool:
         return self.format in m["settings"]["formats"]
+
+    def after_artifact(self, m: dict) -> list[str]:
+        """config/labels of a plan folder wait for the plan: no folder without its model file."""
+        return [self.artifact(m)] if self.io_source else []
 
     def config_step(self) -> Step:
         fmt = self.format
@@ -95,7 +116,8 @@ class TritonFolder:
             basename="config", doc=f"Write config.pbtxt of the {fmt} folder of {{name}} (Triton ModelConfig)",
             builder="pipeline.triton_config:write_config", applies=self.applies,
             subname=lambda m: L.folder(m, fmt),
-            inputs=lambda m: [self.artifact(m)], outputs=lambda m: [f"{L.folder_path(m, fmt)}/config.pbtxt"],
+            inputs=lambda m: [(self.io_source or self.artifact)(m)] + self.after_artifact(m),
+            outputs=lambda m: [f"{L.folder_path(m, fmt)}/config.pbtxt"],
             params=lambda m: {"folder": L.folder(m, fmt), "platform": self.platform, "untrained": m["untrained"],
                               **_settings("max_batch", "dynamic_batching", "instance_group")(m)},
             tools=("tritonclient", "protobuf", "onnx"), code=("pipeline/triton_config.py",))
@@ -107,11 +129,17 @@ class TritonFolder:
             builder="pipeline.triton_config:write_labels",
             applies=lambda m: self.applies(m) and m["settings"]["save_labels"],
             subname=lambda m: L.folder(m, fmt),
-            inputs=lambda m: [L.checkpoint_record(m)], outputs=lambda m: [f"{L.folder_path(m, fmt)}/labels.txt"],
+            inputs=lambda m: [L.checkpoint_record(m)] + self.after_artifact(m),
+            outputs=lambda m: [f"{L.folder_path(m, fmt)}/labels.txt"],
             code=("pipeline/triton_config.py",))
 
 
 FOLDERS = (
     TritonFolder("onnx", "onnxruntime_onnx", EXPORT_ONNX, L.raw_onnx),
     TritonFolder("onnx_end2end", "onnxruntime_onnx", END2END_ONNX, L.end2end_onnx),
+    # A plan's I/O is its ONNX's (the config is written from that, so a config-only change never
+    # touches the plan, and the config exists wherever the plan's ONNX does).
+    TritonFolder("trt", "tensorrt_plan", PLAN, lambda m: L.plan(m, "trt"), lambda m: L.trt_source(m, False)),
+    TritonFolder("trt_end2end", "tensorrt_plan", PLAN_END2END, lambda m: L.plan(m, "trt_end2end"),
+                 lambda m: L.trt_source(m, True)),
 )

@@ -32,7 +32,15 @@ def verification_record(artifact: str) -> str:
 
 
 def end2end_onnx(model: dict) -> str:
-    return f"{folder_path(model, 'onnx_end2end')}/1/model.onnx"
+    """Like raw_onnx: the served End2End graph, or an intermediate when only an FP32 plan needs it."""
+    if "onnx_end2end" in model["settings"]["formats"]:
+        return f"{folder_path(model, 'onnx_end2end')}/1/model.onnx"
+    return f"{WORK}/{model['name']}_end2end.onnx"
+
+
+def wants_end2end_onnx(model: dict) -> bool:
+    s = model["settings"]
+    return "onnx_end2end" in s["formats"] or ("trt_end2end" in s["formats"] and s["precision"] == "fp32")
 
 
 def wants_fp16(model: dict) -> bool:
@@ -47,3 +55,14 @@ def fp16_onnx(model: dict) -> str:
 
 def fp16_end2end_onnx(model: dict) -> str:
     return f"{WORK}/{model['name']}_end2end.fp16.onnx"
+
+
+def trt_source(model: dict, end2end: bool) -> str:
+    """The ONNX a plan is compiled from: its precision is the engine's (strongly typed networks)."""
+    if model["settings"]["precision"] == "fp16":
+        return fp16_end2end_onnx(model) if end2end else fp16_onnx(model)
+    return end2end_onnx(model) if end2end else raw_onnx(model)
+
+
+def plan(model: dict, fmt: str) -> str:
+    return f"{folder_path(model, fmt)}/1/model.plan"

@@ -45,13 +45,14 @@ class Step:
     record: Callable[[Model], str | None] = lambda m: None  # verification record path
     applies: Callable[[Model], bool] = lambda m: True
     subname: Callable[[Model], str] = lambda m: m["name"]
+    isolate: bool = False  # run the builder in a child process (CUDA never enters doit's own process)
 
     def task(self, model: Model) -> dict:
         outputs, record = self.outputs(model), self.record(model)
         params = {"params": self.params(model), "tools": versions(*self.tools)}
         spec = {"task": f"{self.basename}:{self.subname(model)}", "builder": self.builder, "model": model,
                 "inputs": self.inputs(model), "outputs": outputs, "record": record, "params": params,
-                "code": list(self.code)}
+                "code": list(self.code), "isolate": self.isolate}
         return {
             "name": self.subname(model),
             "doc": self.doc.format(**model),
@@ -133,6 +134,42 @@ def _remove_leftovers(final: Path) -> None:
         Path(old).unlink(missing_ok=True)
 
 
+def call_builder(builder: str, ctx: StepContext):
+    module, func = builder.split(":")
+    return getattr(importlib.import_module(module), func)(ctx)
+
+
+def _call_isolated(spec: dict, ctx: StepContext):
+    """The builder in `python -m pipeline.isolated`: same context, result (or user error) back as JSON."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="step-") as d:
+        job, result = Path(d) / "job.json", Path(d) / "result.json"
+        job.write_text(json.dumps({"builder": spec["builder"], "model": ctx.model, "params": ctx.params,
+                                   "inputs": [str(p) for p in ctx.inputs],
+                                   "tmp": [[str(f), str(t)] for f, t in ctx.tmp.items()], "result": str(result)}))
+        proc = subprocess.run([sys.executable, "-m", "pipeline.isolated", str(job)])
+        if not result.exists():
+            raise RuntimeError(f"{spec['task']}: the builder process exited with {proc.returncode} and no result")
+        out = json.loads(result.read_text())
+    if "user_error" in out:
+        raise UserError(**out["user_error"])
+    ctx.kept.update(Path(p) for p in out.get("kept", []))
+    return out["verification"]
+
+
+def _prune_empty_dirs(folder: Path) -> None:
+    """A failed first build leaves no empty Triton folder behind (Triton would try to load it)."""
+    while len(folder.parts) > 1:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
 def run_step(spec: dict):
     """doit python-action: build into temporary files, verify, record, rename. User errors -> TaskFailed."""
     from doit.exceptions import TaskFailed
@@ -145,9 +182,8 @@ def run_step(spec: dict):
         _remove_leftovers(final)
     ctx = StepContext(model=spec["model"], inputs=[Path(p) for p in spec["inputs"]], outputs=outputs,
                       tmp={f: _tmp_for(f) for f in outputs}, params=spec["params"])
-    module, func = spec["builder"].split(":")
     try:
-        verification = getattr(importlib.import_module(module), func)(ctx)
+        verification = _call_isolated(spec, ctx) if spec.get("isolate") else call_builder(spec["builder"], ctx)
         for final in outputs:
             if final in ctx.kept:
                 continue
@@ -177,6 +213,7 @@ def run_step(spec: dict):
             _remove_leftovers(final)
             if final not in ctx.kept:
                 Path(final).unlink(missing_ok=True)  # stale now: complete or absent
+            _prune_empty_dirs(final.parent)
         if isinstance(exc, UserError):
             exc.file = exc.file or spec["model"].get("manifest")
             return TaskFailed(exc.paragraph)

@@ -1,0 +1,175 @@
+"""TensorRT plans (Tracks B and C) from the FP16 (or FP32) ONNX graphs, for TensorRT 10.x and 11.x.
+
+NEVER EXECUTED AGAINST A REAL TENSORRT IN THIS PROJECT. TensorRT cannot be installed on any machine we
+build on (its libraries download from a host nobody reaches). What is checked, in CI:
+* every TensorRT name this module reaches on the 10.x and the 11.x path exists in that release's real
+  Python bindings (10.13.3, 10.16.1, 11.4.0 name lists from the public wheels) — by running this code
+  against a stand-in `tensorrt` module generated from those lists, which refuses any other name;
+* the orchestration (profile shapes, flags, stamps, atomic writes, timing cache, locking, skipping).
+Whether TensorRT accepts the graphs and builds them is NOT known until a user runs it on a GPU host:
+`pytest -m tensorrt` there (README).
+
+Precision: TensorRT 11 removed BuilderFlag.FP16 and builds every network strongly typed: precision
+comes from the ONNX. We use the same path on 10.x (STRONGLY_TYPED exists since 9.x): the FP16 ONNX
+(FP16 backbone, FP32 box decoding and NMS) then means the same engine precision on both majors, and no
+builder flag second-guesses the graph. The plan written is the bare serialized engine that Triton's
+TensorRT backend loads (not Ultralytics' `.engine`, which prefixes JSON metadata).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from .errors import UserError
+from .runner import StepContext
+
+LOCK_DIR = Path(".pipeline") / "locks"
+
+
+def cache_dir() -> Path:
+    """Timing caches live outside the repository, shared by every checkout on this host."""
+    base = os.environ.get("PIPELINE_TRT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "triton-export-pipeline", "tensorrt")
+    return Path(base)
+
+
+def profile_shapes(input_shape, max_batch: int) -> dict[str, tuple[int, ...]]:
+    """The seed's dynamic batch profile: min 1, opt max_batch // 2, max max_batch."""
+    rest = tuple(int(d) for d in input_shape[1:])
+    if any(d <= 0 for d in rest):
+        raise RuntimeError(f"only the batch dimension may be dynamic, got {tuple(input_shape)}")
+    return {"min": (1, *rest), "opt": (max(1, max_batch // 2), *rest), "max": (max_batch, *rest)}
+
+
+@contextlib.contextmanager
+def gpu_lock(index: int):
+    """At most one TensorRT build per GPU at a time, across processes (`doit -n N`, two doit runs)."""
+    import fcntl
+
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    with open(LOCK_DIR / f"gpu{index}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _import_tensorrt():
+    try:
+        import tensorrt as trt
+    except Exception as e:  # ImportError, or OSError from missing libnvinfer
+        raise UserError(f"TensorRT cannot be imported here ({type(e).__name__}: {e})",
+                        fix="run TensorRT tasks on a GPU host with TensorRT 10.x or 11.x installed "
+                            "(pip install tensorrt, or an NGC container matching your Triton), or drop "
+                            "trt/trt_end2end from formats") from None
+    return trt
+
+
+def _progress(trt):
+    """A rich progress bar fed by TensorRT's IProgressMonitor (phases nest; each gets a bar)."""
+    from rich.progress import Progress
+
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self.bars = Progress(transient=True)
+            self.tasks: dict[str, int] = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            if not self.tasks:
+                self.bars.start()
+            indent = "  " if parent_phase else ""
+            self.tasks[phase_name] = self.bars.add_task(f"{indent}{phase_name}", total=num_steps)
+
+        def step_complete(self, phase_name, step):
+            if phase_name in self.tasks:
+                self.bars.update(self.tasks[phase_name], completed=step + 1)
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name):
+            task = self.tasks.pop(phase_name, None)
+            if task is not None:
+                self.bars.remove_task(task)
+            if not self.tasks:
+                self.bars.stop()
+
+    return Monitor()
+
+
+def build(ctx: StepContext) -> dict:
+    """Step builder (runs in its own process, see runner.Step.isolate)."""
+    from .gpu import gpu
+
+    trt = _import_tensorrt()
+    device = gpu()
+    if device is None:
+        raise UserError("no NVIDIA GPU is visible (nvidia-smi found none)", key=ctx.model["key"],
+                        fix="build TensorRT plans on the GPU that will serve them")
+    version = str(trt.__version__)
+    major = int(version.split(".")[0])
+    if major not in (10, 11):
+        raise UserError(f"TensorRT {version} is not supported (10.x and 11.x are)", key=ctx.model["key"],
+                        fix="install TensorRT 10.x or 11.x, the same version as your Triton server's")
+    s = ctx.settings
+    onnx_path = ctx.inputs[0]
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    trt.init_libnvinfer_plugins(logger, "")  # registers EfficientNMS_TRT
+    builder = trt.Builder(logger)
+    # Explicit batch is implicit since 10.0 (the flag is deprecated on 10, gone on 11); strongly typed
+    # makes the ONNX's own FP16/FP32 types the engine's precisions on both.
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise UserError(f"TensorRT {version} could not parse {onnx_path}: {errors}", key=ctx.model["key"],
+                        fix="check the TensorRT version against the ONNX opset (17) and report the parser error")
+    notes = []
+    if major == 10 and s["precision"] == "fp16" and not builder.platform_has_fast_fp16:
+        notes.append("this GPU has no fast FP16: the FP16 engine will be slow")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(s["workspace_gb"] * (1 << 30)))
+    inp = network.get_input(0)
+    shapes = profile_shapes(inp.shape, s["max_batch"])
+    profile = builder.create_optimization_profile()
+    profile.set_shape(inp.name, shapes["min"], shapes["opt"], shapes["max"])
+    config.add_optimization_profile(profile)
+
+    cache_file = cache_dir() / f"trt-{version}-sm{device['compute_capability'].replace('.', '')}.timing-cache"
+    cache_bytes = cache_file.read_bytes() if cache_file.exists() else b""
+    timing_cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(timing_cache, False)
+    config.progress_monitor = _progress(trt)
+
+    with gpu_lock(device["index"]):
+        plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise UserError(f"TensorRT {version} failed to build an engine from {onnx_path} (see its log above)",
+                        key=ctx.model["key"], fix="lower max_batch or workspace_gb if it ran out of memory")
+    ctx.out().write_bytes(bytes(plan))
+    _save_timing_cache(config, cache_file)
+
+    engine = trt.Runtime(logger).deserialize_cuda_engine(ctx.out().read_bytes())
+    if engine is None:
+        raise RuntimeError("the plan just built does not deserialize")
+    io = [(engine.get_tensor_name(i), str(engine.get_tensor_dtype(engine.get_tensor_name(i))),
+           str(engine.get_tensor_mode(engine.get_tensor_name(i)))) for i in range(engine.num_io_tensors)]
+    return {"tensorrt": version, "gpu": device["name"], "compute_capability": device["compute_capability"],
+            "strongly_typed": True, "profile": {k: list(v) for k, v in shapes.items()},
+            "workspace_bytes": int(s["workspace_gb"] * (1 << 30)), "onnx": str(onnx_path), "io": io,
+            "timing_cache": str(cache_file), "notes": notes, "deserialized": True}
+
+
+def _save_timing_cache(config, cache_file: Path) -> None:
+    """Best effort: a cache that can't be written only costs the next build time."""
+    try:
+        data = bytes(config.get_timing_cache().serialize())
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, cache_file)
+    except OSError as e:
+        print(f"warning: timing cache not saved to {cache_file}: {e}")
