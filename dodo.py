@@ -34,8 +34,8 @@ DOIT_CONFIG = {
     "check_file_uptodate": "md5",    # content, not mtime: a restored checkout with new mtimes is up to date
     # Without TensorRT, plain `doit` builds everything else (FP16 graphs included); naming a trt task
     # still runs it, and it fails with a clear error.
-    "default_tasks": ["onnx", "onnx_end2end", "fp16_onnx", "fp16_end2end_onnx"] + (list(TRT_FORMATS) if TENSORRT
-                                                                                    else []),
+    "default_tasks": ["onnx", "onnx_end2end", "fp16_onnx", "fp16_end2end_onnx", "encoder_trt_onnx"]
+                     + (list(TRT_FORMATS) if TENSORRT else []),
     "verbosity": 2,
 }
 
@@ -97,6 +97,7 @@ def task_plan():
     """TensorRT plans (needs TensorRT 10.x/11.x and a GPU; built in a child process, one per GPU at a time)."""
     yield from declare(kinds.PLAN)
     yield from declare(kinds.PLAN_END2END)
+    yield from declare(kinds.PLAN_ENCODER)
 
 
 def task_config():
@@ -106,25 +107,54 @@ def task_config():
 
 
 def task_labels():
-    """labels.txt of each Triton folder (class names, one per line, by class id)."""
+    """labels.txt of each detection Triton folder (class names, one per line, by class id)."""
     for folder in kinds.FOLDERS:
-        yield from declare(folder.labels_step())
+        if folder.sidecar is kinds.LABELS:
+            yield from declare(folder.sidecar_step())
+
+
+def task_clip_weights():
+    """MobileCLIP2 weights through open_clip (pretrained tag, local file or untrained)."""
+    yield from declare(kinds.CLIP_WEIGHTS)
+
+
+def task_encoder_onnx():
+    """MobileCLIP2 image/text encoders as ONNX in pytorch_models/, reparameterized, checked vs PyTorch."""
+    yield from declare(kinds.ENCODER_ONNX)
+
+
+def task_encoder_trt_onnx():
+    """The encoder graphs TensorRT compiles (FP16, INT32 tokens) in pytorch_models/."""
+    yield from declare(kinds.ENCODER_TRT_ONNX)
+
+
+def task_publish_onnx():
+    """Encoder ONNX served from the Triton repository (<name>_onnx folders, for hosts without TensorRT)."""
+    yield from declare(kinds.PUBLISH_ENCODER)
+
+
+def task_encoder_info():
+    """encoder.json beside each encoder's config.pbtxt: logit_scale, preprocessing, tokenizer."""
+    for folder in kinds.FOLDERS:
+        if folder.sidecar is kinds.ENCODER_INFO:
+            yield from declare(folder.sidecar_step())
 
 
 def _folder_groups(fmt: str):
-    folder = next(f for f in kinds.FOLDERS if f.format == fmt)
-    for model in MODELS:
-        if folder.applies(model):
-            deps = [f"{folder.model_step.basename}:{folder.model_step.subname(model)}",
-                    f"config:{folder.config_step().subname(model)}"]
-            if model["settings"]["save_labels"]:
-                deps.append(f"labels:{folder.labels_step().subname(model)}")
-            yield {"name": model["name"], "actions": None, "task_dep": deps,
-                   "doc": f"Triton folder models/{folder.config_step().subname(model)}/ complete"}
+    for folder in (f for f in kinds.FOLDERS if f.format == fmt):
+        config, sidecar = folder.config_step(), folder.sidecar_step()
+        for model in MODELS:
+            if folder.applies(model):
+                deps = [f"{folder.model_step.basename}:{folder.model_step.subname(model)}",
+                        f"config:{config.subname(model)}"]
+                if sidecar.applies(model):
+                    deps.append(f"{sidecar.basename}:{sidecar.subname(model)}")
+                yield {"name": model["name"], "actions": None, "task_dep": deps,
+                       "doc": f"Triton folder models/{config.subname(model)}/ complete"}
 
 
 def task_onnx():
-    """Triton folder models/<name>/: raw ONNX (onnxruntime_onnx) + config.pbtxt + labels.txt."""
+    """Triton folder models/<name>/ (raw YOLO ONNX) or models/<encoder>_onnx/ (MobileCLIP2 ONNX)."""
     yield from _folder_groups("onnx")
 
 
@@ -134,7 +164,7 @@ def task_onnx_end2end():
 
 
 def task_trt():
-    """Triton folder models/<name>_trt/: TensorRT plan (raw output) + config.pbtxt + labels.txt."""
+    """Triton folder models/<name>_trt/ (YOLO plan) or models/<encoder>/ (MobileCLIP2 plan)."""
     yield from _folder_groups("trt")
 
 

@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 FORMATS = ("onnx", "onnx_end2end", "trt", "trt_end2end")
-# Triton folder of each format, from the model's base name.
-FOLDER_SUFFIX = {"onnx": "", "onnx_end2end": "_end2end", "trt": "_trt", "trt_end2end": "_trt_end2end"}
+# Triton folder of each format, from the model's base name (the seed's names). MobileCLIP2 encoders:
+# the plan folder has the seed's name; the ONNX variant gets "_onnx" so the two can never collide.
+FOLDER_SUFFIX = {"yolo": {"onnx": "", "onnx_end2end": "_end2end", "trt": "_trt", "trt_end2end": "_trt_end2end"},
+                 "clip": {"onnx": "_onnx", "trt": ""}}
 MODELS = "models"
 WORK = "pytorch_models"
 
 
+def family(model: dict) -> str:
+    return model.get("family", "yolo")
+
+
 def folder(model: dict, fmt: str) -> str:
-    return model["name"] + FOLDER_SUFFIX[fmt]
+    return model["name"] + FOLDER_SUFFIX[family(model)][fmt]
 
 
 def folder_path(model: dict, fmt: str) -> str:
@@ -66,3 +72,16 @@ def trt_source(model: dict, end2end: bool) -> str:
 
 def plan(model: dict, fmt: str) -> str:
     return f"{folder_path(model, fmt)}/1/model.plan"
+
+
+def clip_record(model: dict) -> str:
+    return f"{WORK}/{model['encoder']}.clip.json"
+
+
+def encoder_onnx(model: dict) -> str:
+    """The seed's intermediates: pytorch_models/<name>_{image,text}_encoder.onnx."""
+    return f"{WORK}/{model['name']}.onnx"
+
+
+def encoder_trt_onnx(model: dict) -> str:
+    return f"{WORK}/{model['name']}.trt.onnx"

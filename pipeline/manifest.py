@@ -28,6 +28,7 @@ Name = Annotated[str, StringConstraints(pattern=NAME_RE)]
 Format = Literal["onnx", "onnx_end2end", "trt", "trt_end2end"]
 
 # A short "what is allowed" per key: it becomes the fix in error messages.
+CLIP_MODELS = ("MobileCLIP2-S2", "MobileCLIP2-B")
 ALLOWED = {
     "imgsz": "a multiple of 32 between 32 and 4096 (the seed uses 640)",
     "precision": "'fp16' (the seed's default) or 'fp32'",
@@ -35,7 +36,7 @@ ALLOWED = {
     "conf": "a number in [0, 1], e.g. 0.25",
     "topk": "an integer from 1 to 4096 (EfficientNMS_TRT keeps at most 4096 candidates); the seed uses 300",
     "max_batch": "a positive integer, e.g. 32",
-    "formats": f"a list drawn from {', '.join(FORMATS)}",
+    "formats": f"a list drawn from {', '.join(FORMATS)} (encoders: onnx, trt)",
     "opset": "an ONNX opset from 13 to 20 (17 is what TensorRT 10/11 parse best)",
     "workspace_gb": "a positive number of GiB, e.g. 4",
     "normalize_boxes": "true or false",
@@ -48,6 +49,10 @@ ALLOWED = {
     "class_names": "a list of class-name strings, one per class",
     "builtins": f"a list of built-in sizes ({', '.join(BUILTIN_SIZES)}) or a mapping size -> settings",
     "models": "a mapping key -> {pt_file | arch, triton_name?, max_batch?, topk?, num_classes?, class_names?}",
+    "model": f"one of {', '.join(CLIP_MODELS)}",
+    "weights": "an open_clip pretrained tag (dfndr2b), a checkpoint file path, or 'untrained'",
+    "image_max_batch": "a positive integer, e.g. 128",
+    "text_max_batch": "a positive integer, e.g. 64",
     "kind": "'gpu' or 'cpu'",
     "count": "a positive integer",
     "preferred_batch_sizes": "a list of positive integers, each at most max_batch",
@@ -124,11 +129,34 @@ class ModelEntry(BuiltinEntry):
         return self
 
 
+class EncoderEntry(Strict):
+    """A MobileCLIP2 model: an image and a text encoder (Track E)."""
+    model: Literal["MobileCLIP2-S2", "MobileCLIP2-B"] = "MobileCLIP2-S2"
+    # open_clip pretrained tag (downloaded by open_clip), a local checkpoint file, or 'untrained'.
+    weights: Annotated[str, StringConstraints(min_length=1)] = "dfndr2b"
+    formats: list[Literal["onnx", "trt"]] = Field(default_factory=lambda: ["onnx", "trt"])
+    image_max_batch: Annotated[int, Field(gt=0)] = 128
+    text_max_batch: Annotated[int, Field(gt=0)] = 64
+    precision: Literal["fp16", "fp32"] = "fp16"
+    opset: Annotated[int, Field(ge=14, le=20)] = 17
+    workspace_gb: Annotated[float, Field(gt=0)] = 4.0
+    dynamic_batching: DynamicBatching = DynamicBatching()
+    instance_group: InstanceGroup = InstanceGroup()
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("the list is empty")
+        return [f for f in ("onnx", "trt") if f in v]
+
+
 class Manifest(Strict):
     defaults: Settings = Settings()
     builtins: dict[Literal["nano", "small", "medium", "large", "xlarge"], BuiltinEntry | None] = Field(
         default_factory=dict)
     models: dict[Name, ModelEntry] = Field(default_factory=dict)
+    encoders: dict[Name, EncoderEntry] = Field(default_factory=dict)
 
     @field_validator("builtins", mode="before")
     @classmethod
@@ -137,8 +165,9 @@ class Manifest(Strict):
 
     @model_validator(mode="after")
     def _not_empty(self) -> "Manifest":
-        if not self.builtins and not self.models:
-            raise ValueError("the manifest declares no model: add 'builtins: [small]' or a 'models:' entry")
+        if not self.builtins and not self.models and not self.encoders:
+            raise ValueError("the manifest declares no model: add 'builtins: [small]', a 'models:' or an "
+                             "'encoders:' entry")
         return self
 
 
@@ -175,6 +204,8 @@ def _allowed_keys(loc: list[str]) -> str:
         return ", ".join(Manifest.model_fields)
     if loc[0] == "models":
         return ", ".join(ModelEntry.model_fields)
+    if loc[0] == "encoders":
+        return ", ".join(EncoderEntry.model_fields)
     if loc[0] in ("defaults", "builtins"):
         tail = loc[-2]
         if tail == "dynamic_batching":
@@ -285,6 +316,8 @@ def resolve(path: Path, root: Path, custom: str | None = None, standalone_custom
                             key=f"{rec['key']}.triton_name", fix=f"set triton_name to {ALLOWED['triton_name']}")
         records.append(rec)
 
+    for key, enc in manifest.encoders.items():
+        records += _encoder_records(key, enc, path, root)
     for rec in records:
         rec["manifest"] = file
     _check_names(records, file)
@@ -296,6 +329,29 @@ def resolve(path: Path, root: Path, custom: str | None = None, standalone_custom
                             key=f"{rec['key']}.dynamic_batching.preferred_batch_sizes",
                             fix="lower the preferred sizes or raise max_batch")
     return records
+
+
+def _encoder_records(key: str, enc: EncoderEntry, path: Path, root: Path) -> list[dict]:
+    """Two records per MobileCLIP2 model, image and text encoder, sharing one weights record."""
+    weights = enc.weights
+    if weights == "untrained":
+        source = {"weights_source": "untrained", "weights": None}
+    elif weights.endswith((".pt", ".pth", ".bin", ".safetensors")) or "/" in weights:
+        file = Path(os.path.expanduser(weights))
+        file = file if file.is_absolute() else path.parent / file
+        source = {"weights_source": "file", "weights": _portable(file, root)}
+    else:
+        source = {"weights_source": "pretrained", "weights": weights}
+    common = enc.model_dump(exclude={"image_max_batch", "text_max_batch", "weights"})
+    out = []
+    for role, max_batch in (("image", enc.image_max_batch), ("text", enc.text_max_batch)):
+        out.append({
+            "key": f"encoders.{key}", "family": "clip", "role": role, "encoder": key,
+            "name": f"{key}_{role}_encoder", "clip_model": enc.model, **source,
+            "untrained": source["weights_source"] == "untrained", "num_classes": None, "class_names": None,
+            "settings": {**common, "max_batch": max_batch, "save_labels": False},
+        })
+    return out
 
 
 def _portable(p: Path, root: Path) -> str:
@@ -315,7 +371,7 @@ def _check_names(records: list[dict], file: str) -> None:
             raise UserError(f"the Triton name '{rec['name']}' contains '..'", file=file, key=f"{rec['key']}",
                             fix=f"use {ALLOWED['triton_name']}")
         for fmt in rec["settings"]["formats"]:
-            folder = rec["name"] + FOLDER_SUFFIX[fmt]
+            folder = rec["name"] + FOLDER_SUFFIX[rec.get("family", "yolo")][fmt]
             if folder in owner:
                 raise UserError(f"the Triton model folder '{folder}' would be written by both '{owner[folder]}' and "
                                 f"'{rec['key']}'", file=file, key=f"{rec['key']}.triton_name",

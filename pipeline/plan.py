@@ -46,7 +46,12 @@ def load_models(manifest: str, custom: str | None, root: Path, explicit_manifest
 def _check_inputs(records: list[dict], file: str) -> None:
     """User checkpoints must exist on every run (cheap stat calls; the cache can't know)."""
     for rec in records:
-        if rec["source"] == "file" and not os.path.isfile(rec["pt"]):
+        if rec.get("source") == "file" and not os.path.isfile(rec["pt"]):
             raise UserError(f"pt_file '{rec['pt']}' does not exist", file=file, key=f"{rec['key']}.pt_file",
                             fix="correct the path (relative paths start at the manifest's folder) or place the "
                                 "checkpoint there")
+        if rec.get("weights_source") == "file" and not os.path.isfile(rec["weights"]):
+            raise UserError(f"weights file '{rec['weights']}' does not exist", file=file,
+                            key=f"{rec['key']}.weights",
+                            fix="correct the path (relative paths start at the manifest's folder), use an open_clip "
+                                "pretrained tag such as dfndr2b, or 'untrained'")

@@ -99,11 +99,15 @@ def export_graph(model, imgsz: int, opset: int, path: Path, untrained: bool = Fa
     return written
 
 
-def run_onnx(path: Path, feeds: dict):
+def run_onnx(path: Path, feeds: dict, basic_optimizations: bool = False):
+    """One onnxruntime CPU run. `basic_optimizations`: onnxruntime 1.32's extended graph optimizations
+    crash (SIGSEGV) on the FP16 MobileCLIP2 text graph; the basic level runs it."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if basic_optimizations:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
 # edit

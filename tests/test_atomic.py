@@ -18,7 +18,7 @@ def test_failed_verification_leaves_no_target(project):
     # Make the parity check impossible to pass, as a broken exporter would.
     code = project.path("pipeline/yolo_onnx.py")
     code.write_text(code.read_text().replace("SCORE_TOL = 1e-4", "SCORE_TOL = -1.0"))
-    run = project.doit("manifest=manifests/smoke.yaml")
+    run = project.doit("manifest=manifests/smoke.yaml", "onnx:smoke_yolo11n")
     assert run.rc != 0
     assert "disagrees with PyTorch" in run.text and "Traceback" not in run.text
     assert not project.path(ONNX).exists()
@@ -28,16 +28,16 @@ def test_failed_verification_leaves_no_target(project):
 
 
 def test_failed_rebuild_removes_the_stale_target(project):
-    assert project.doit("manifest=manifests/smoke.yaml").rc == 0
+    assert project.doit("manifest=manifests/smoke.yaml", "onnx:smoke_yolo11n").rc == 0
     code = project.path("pipeline/yolo_onnx.py")
     code.write_text(code.read_text().replace("SCORE_TOL = 1e-4", "SCORE_TOL = -1.0"))
-    assert project.doit("manifest=manifests/smoke.yaml").rc != 0
+    assert project.doit("manifest=manifests/smoke.yaml", "onnx:smoke_yolo11n").rc != 0
     assert not project.path(ONNX).exists()  # not the old graph, which no longer matches its recipe
 
 
 def test_sigkill_mid_export_leaves_no_finished_target(project):
     assert project.doit("materialize:smoke_yolo11n", "manifest=manifests/smoke.yaml").rc == 0
-    proc = subprocess.Popen([sys.executable, "-m", "doit", "manifest=manifests/smoke.yaml"], cwd=project.root,
+    proc = subprocess.Popen([sys.executable, "-m", "doit", "manifest=manifests/smoke.yaml", "onnx:smoke_yolo11n"], cwd=project.root,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     version_dir = project.path("models/smoke_yolo11n/1")
     deadline = time.time() + 120
@@ -51,7 +51,7 @@ def test_sigkill_mid_export_leaves_no_finished_target(project):
     assert not project.path(ONNX).exists()
     assert not project.path(ONNX + ".verification.json").exists()
     # The next run cleans the leftover and builds the same thing a clean build does.
-    run = project.doit("manifest=manifests/smoke.yaml")
+    run = project.doit("manifest=manifests/smoke.yaml", "onnx:smoke_yolo11n")
     assert run.rc == 0 and "export_onnx:smoke_yolo11n" in run.executed
     assert not list(version_dir.glob(".model.tmp-*"))
     assert project.path(ONNX).stat().st_size > 1_000_000

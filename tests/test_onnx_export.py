@@ -94,7 +94,7 @@ def test_labels_follow_the_checkpoint_names(built):
 
 
 def test_untrained_models_say_so(project):
-    run = project.doit("manifest=manifests/smoke.yaml")
+    run = project.doit("manifest=manifests/smoke.yaml", "onnx:smoke_yolo11n")
     assert run.rc == 0, run.text
     import onnx
     from google.protobuf import text_format
