@@ -165,9 +165,10 @@ class TritonFolder:
     def applies(self, m: dict) -> bool:
         return L.family(m) == self.family and self.format in m["settings"]["formats"]
 
-    def after_artifact(self, m: dict) -> list[str]:
-        """config.pbtxt and the sidecar wait for the model file: no Triton folder without it."""
-        return [self.artifact(m)] if self.io_source else []
+    def model_task(self, m: dict) -> list[str]:
+        """config.pbtxt and the sidecar run after the model file's task (order only: a new plan does not
+        make them stale): no Triton folder without its model, even when the plan cannot be built."""
+        return [f"{self.model_step.basename}:{self.model_step.subname(m)}"]
 
     def config_step(self) -> Step:
         fmt = self.format
@@ -175,7 +176,7 @@ class TritonFolder:
             basename="config", doc=f"Write config.pbtxt of the {fmt} folder of {{name}} (Triton ModelConfig)",
             builder="pipeline.triton_config:write_config", applies=self.applies,
             subname=lambda m: L.folder(m, fmt),
-            inputs=lambda m: [(self.io_source or self.artifact)(m)] + self.after_artifact(m),
+            inputs=lambda m: [(self.io_source or self.artifact)(m)], after=self.model_task,
             outputs=lambda m: [f"{L.folder_path(m, fmt)}/config.pbtxt"],
             params=lambda m: {"folder": L.folder(m, fmt), "platform": self.platform, "untrained": m["untrained"],
                               **_settings("max_batch", "dynamic_batching", "instance_group")(m)},
@@ -187,7 +188,7 @@ class TritonFolder:
             basename=side.basename, doc=f"Write {side.filename} of the {fmt} folder of {{name}}",
             builder=side.builder, applies=lambda m: self.applies(m) and side.wanted(m),
             subname=lambda m: L.folder(m, fmt),
-            inputs=lambda m: [side.source(m), self.artifact(m)],
+            inputs=lambda m: [side.source(m)], after=self.model_task,
             outputs=lambda m: [f"{L.folder_path(m, fmt)}/{side.filename}"],
             code=(side.builder.split(":")[0].replace(".", "/") + ".py",))
 

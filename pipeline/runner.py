@@ -46,6 +46,7 @@ class Step:
     applies: Callable[[Model], bool] = lambda m: True
     subname: Callable[[Model], str] = lambda m: m["name"]
     isolate: bool = False  # run the builder in a child process (CUDA never enters doit's own process)
+    after: Callable[[Model], list[str]] = lambda m: []  # tasks to run first, without making this one stale
 
     def task(self, model: Model) -> dict:
         outputs, record = self.outputs(model), self.record(model)
@@ -58,6 +59,7 @@ class Step:
             "doc": self.doc.format(**model),
             "file_dep": self.inputs(model) + list(self.code),
             "targets": outputs + ([record] if record else []),
+            "task_dep": self.after(model),
             "uptodate": [params_unchanged(params)],
             "actions": [(run_step, [spec])],
             "clean": True,

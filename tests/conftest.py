@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `pipeline` for in-process checks, installed (-e) or not
 COPIED = ("dodo.py", "pipeline", "manifests", "models/README.md", "pytorch_models/README.md")
 
 

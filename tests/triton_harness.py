@@ -1,0 +1,112 @@
+"""A real Triton server (2.51, CPU, from the nvidia-pytriton wheel) for acceptance tests.
+
+* Its own virtual environment (`.pipeline/triton-venv`, made once): nvidia-pytriton pins numpy<2.
+* The real onnxruntime and tensorrt backends are not obtainable here. A Python-based backend at
+  `backends/onnxruntime/model.py` (Triton's "Python-based backend" mechanism) stands in for the first:
+  the unchanged `onnxruntime_onnx` folders load and really run through onnxruntime; End2End graphs run
+  their EfficientNMS_TRT node through the project's NumPy reference (pipeline/efficient_nms.py).
+* Loopback only, free ports, explicit model control, strict config validation
+  (`--disable-auto-complete-config`), stopped by PID whatever happens.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = REPO / ".pipeline" / "triton-venv"
+PACKAGES = ["nvidia-pytriton==0.7.0", "onnxruntime==1.32.0", "onnxruntime-extensions==0.15.2", "onnx==1.23.2"]
+BACKEND_SRC = Path(__file__).with_name("triton_backend") / "onnxruntime" / "model.py"
+
+
+def ensure_venv() -> Path:
+    py = VENV / "bin" / "python"
+    marker = VENV / f".ready-{'-'.join(PACKAGES)}"
+    if not marker.exists():
+        shutil.rmtree(VENV, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        p = subprocess.run([str(py), "-m", "pip", "install", "-q", *PACKAGES], capture_output=True, text=True)
+        if p.returncode:
+            raise RuntimeError(f"installing {PACKAGES} into {VENV} failed:\n{p.stdout}\n{p.stderr}")
+        marker.touch()
+    return py
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TritonServer:
+    def __init__(self, repository: Path, workdir: Path):
+        self.repository, self.workdir = repository, workdir
+        self.proc: subprocess.Popen | None = None
+        self.log = workdir / "tritonserver.log"
+
+    def __enter__(self) -> "TritonServer":
+        py = ensure_venv()
+        site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                   capture_output=True, text=True, check=True).stdout.strip())
+        server = self.workdir / "tritonserver"
+        shutil.copytree(site / "pytriton" / "tritonserver", server)
+        v = f"{sys.version_info.major}.{sys.version_info.minor}"
+        shutil.copy(server / "python_backend_stubs" / v / "triton_python_backend_stub", server / "backends" / "python")
+        (server / "backends" / "onnxruntime").mkdir()
+        shutil.copy(BACKEND_SRC, server / "backends" / "onnxruntime" / "model.py")
+        self.http, grpc, metrics = free_port(), free_port(), free_port()
+        env = {**os.environ,
+               "LD_LIBRARY_PATH": f"{site / 'nvidia_pytriton.libs'}:{sysconfig.get_config_var('LIBDIR')}",
+               "PATH": f"{py.parent}:{os.environ['PATH']}", "PIPELINE_ROOT": str(REPO)}
+        cmd = [str(server / "bin" / "tritonserver"), "--model-repository", str(self.repository),
+               "--backend-directory", str(server / "backends"), "--http-address", "127.0.0.1",
+               "--http-port", str(self.http), "--grpc-address", "127.0.0.1", "--grpc-port", str(grpc),
+               "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics), "--allow-gpu-metrics=false",
+               "--exit-timeout-secs", "5", "--model-control-mode", "explicit", "--disable-auto-complete-config",
+               "--log-verbose", "0"]
+        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "w"), stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        deadline = time.time() + 60
+        import urllib.request
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tritonserver exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{self.http}/v2/health/live", timeout=1).status == 200:
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        self.__exit__(None, None, None)
+        raise RuntimeError("tritonserver did not become live in 60 s")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def load(self, name: str) -> tuple[bool, str]:
+        """(loaded, Triton's own reason from its log when not)."""
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http}/v2/repository/models/{name}/load", data=b"",
+                                     method="POST")
+        try:
+            urllib.request.urlopen(req, timeout=300)
+            return True, ""
+        except urllib.error.HTTPError as e:
+            body = e.read().decode(errors="replace")
+            reasons = [ln for ln in self.log.read_text().splitlines() if name in ln and ("failed" in ln.lower()
+                                                                                       or "error" in ln.lower())]
+            return False, (body + "\n" + "\n".join(reasons[-5:])).strip()
