@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline import kinds  # noqa: E402
 from pipeline.errors import UserError, exit_with  # noqa: E402
 from pipeline.gpu import tensorrt_version  # noqa: E402
-from pipeline.plan import load_models  # noqa: E402
+from pipeline.plan import hold_build_lock, load_models  # noqa: E402
 
 TENSORRT = tensorrt_version()  # from its dist-info: nothing is imported
 TRT_FORMATS = ("trt", "trt_end2end")
@@ -40,6 +40,13 @@ DOIT_CONFIG = {
 }
 
 
+if get_var("cache", None) is not None:  # doit cache=URL (or off): read by the runner, here and in children
+    os.environ["PIPELINE_CACHE"] = get_var("cache")
+
+_COMMAND = sys.argv[1] if len(sys.argv) > 1 and "=" not in sys.argv[1] and ":" not in sys.argv[1] else "run"
+if _COMMAND in ("run", "-n", "--process", "-P", "-s", "--continue", "-c", "-v", "-a", "--always-execute"):
+    hold_build_lock()  # two doit runs on one project never interleave (state, artifacts)
+
 try:
     MODELS = load_models(get_var("manifest", "manifests/default.yaml"), get_var("custom", None), ROOT,
                          explicit_manifest=get_var("manifest", None) is not None)
@@ -47,7 +54,7 @@ except UserError as error:
     exit_with(error)
 
 _SKIPPED = sum(f in m["settings"]["formats"] for m in MODELS for f in TRT_FORMATS)
-if _SKIPPED and not TENSORRT and (len(sys.argv) < 2 or sys.argv[1] == "run" or "=" in sys.argv[1]):
+if _SKIPPED and not TENSORRT and _COMMAND == "run":
     print(f"notice: TensorRT is not installed here: skipping {_SKIPPED} TensorRT plan(s) "
           "(doit trt:NAME names one and fails; see README 'TensorRT')", file=sys.stderr)
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ("dodo.py", "pipeline", "manifests", "models/README.md", "pytorch_models/README.md")
+COPIED = ("dodo.py", "pipeline", "manifests", "models/README.md", "pytorch_models/README.md", "pyproject.toml")
 
 
 def scratch_project() -> Path:

@@ -55,3 +55,30 @@ def _check_inputs(records: list[dict], file: str) -> None:
                             key=f"{rec['key']}.weights",
                             fix="correct the path (relative paths start at the manifest's folder), use an open_clip "
                                 "pretrained tag such as dfndr2b, or 'untrained'")
+
+
+_LOCK = None
+
+
+def hold_build_lock(root: Path = Path(".")) -> None:
+    """One building doit per project at a time; a second one waits, saying why. Held until exit."""
+    import fcntl
+    import sys
+
+    global _LOCK
+    path = root / ".pipeline" / "build.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _LOCK = open(path, "a+")
+    try:
+        fcntl.flock(_LOCK, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        _LOCK.seek(0)
+        holder = _LOCK.read().strip() or "?"
+        sys.stderr.write(f"notice: another doit is building this project (pid {holder}); waiting for it to "
+                         "finish...\n")
+        sys.stderr.flush()
+        fcntl.flock(_LOCK, fcntl.LOCK_EX)
+    _LOCK.seek(0)
+    _LOCK.truncate()
+    _LOCK.write(str(os.getpid()))
+    _LOCK.flush()

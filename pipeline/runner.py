@@ -173,8 +173,11 @@ def _prune_empty_dirs(folder: Path) -> None:
 
 
 def run_step(spec: dict):
-    """doit python-action: build into temporary files, verify, record, rename. User errors -> TaskFailed."""
+    """doit python-action: reuse (recorded or cached) or build into temporary files, verify, record,
+    rename, cache. User errors -> TaskFailed (one paragraph, no traceback)."""
     from doit.exceptions import TaskFailed
+
+    from .cache import ArtifactCache, recipe
 
     outputs = [Path(p) for p in spec["outputs"]]
     record = Path(spec["record"]) if spec["record"] else None
@@ -182,7 +185,18 @@ def run_step(spec: dict):
     for final in finals:
         final.parent.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(final)
-    ctx = StepContext(model=spec["model"], inputs=[Path(p) for p in spec["inputs"]], outputs=outputs,
+    inputs = [Path(p) for p in spec["inputs"]]
+    code = {c: sha256(c) for c in spec["code"]}
+    key = recipe(spec, [sha256(p) for p in inputs], code)
+    if _recorded(outputs, record, key):
+        print(f"   {spec['task']}: already built with this recipe ({key[:12]}), kept")
+        return True
+    cache = ArtifactCache.configured()
+    if cache and cache.restore(key, outputs, record, _tmp_for):
+        print(f"   {spec['task']}: restored from the artifact cache ({key[:12]})")
+        return True
+
+    ctx = StepContext(model=spec["model"], inputs=inputs, outputs=outputs,
                       tmp={f: _tmp_for(f) for f in outputs}, params=spec["params"])
     try:
         verification = _call_isolated(spec, ctx) if spec.get("isolate") else call_builder(spec["builder"], ctx)
@@ -194,6 +208,7 @@ def run_step(spec: dict):
         if record:
             rec = {
                 "task": spec["task"],
+                "recipe": key,
                 "untrained": bool(spec["model"].get("untrained")),
                 "inputs": {str(p): sha256(p) for p in ctx.inputs},
                 "outputs": {str(f): {"sha256": sha256(f if f in ctx.kept else ctx.tmp[f]),
@@ -201,7 +216,7 @@ def run_step(spec: dict):
                             for f in outputs},
                 "params": spec["params"]["params"],
                 "tools": spec["params"]["tools"],
-                "code": {c: sha256(c) for c in spec["code"]},
+                "code": code,
                 "verification": verification or {},
             }
             tmp_rec = _tmp_for(record)
@@ -220,4 +235,19 @@ def run_step(spec: dict):
             exc.file = exc.file or spec["model"].get("manifest")
             return TaskFailed(exc.paragraph)
         raise
+    if cache:
+        cache.store(key, outputs, record)
     return True
+
+
+def _recorded(outputs: list[Path], record: Path | None, key: str) -> bool:
+    """Outputs present, recorded with this recipe, and still the bytes the record names."""
+    if not record or not record.is_file():
+        return False
+    try:
+        rec = json.loads(record.read_text())
+    except ValueError:
+        return False
+    if rec.get("recipe") != key:
+        return False
+    return all(p.is_file() and rec["outputs"].get(str(p), {}).get("sha256") == sha256(p) for p in outputs)

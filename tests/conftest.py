@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `pipeline` for in-process checks, installed (-e) or not
-COPIED = ("dodo.py", "pipeline", "manifests", "models/README.md", "pytorch_models/README.md")
+COPIED = ("dodo.py", "pipeline", "manifests", "models/README.md", "pytorch_models/README.md", "pyproject.toml")
 
 
 @dataclass
@@ -36,8 +36,8 @@ class Project:
     def __init__(self, root: Path):
         self.root = root
 
-    def doit(self, *args: str, timeout: float = 600) -> DoitRun:
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    def doit(self, *args: str, timeout: float = 600, env: dict | None = None) -> DoitRun:
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
         p = subprocess.run([sys.executable, "-m", "doit", *args], cwd=self.root, env=env, capture_output=True,
                            text=True, timeout=timeout)
         return DoitRun(p.returncode, p.stdout, p.stderr)

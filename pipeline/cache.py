@@ -1,0 +1,131 @@
+"""Recipe hashes and the content-addressed artifact cache.
+
+A step's **recipe** is the SHA-256 of everything that decides its outputs: the builder, the model's
+manifest record, the parameters and tool versions it declares (TensorRT version and compute capability
+for plans), the content of the code that makes it, and the content of its inputs (by position, not
+path: a clone elsewhere has the same recipes). It is written into the step's record.
+
+Before building, the runner asks, in order:
+1. are the outputs already here, recorded with this recipe and with the recorded SHA-256? (a restored
+   checkout, or a run killed after its renames: nothing to do);
+2. does the cache hold this recipe? restore the outputs, each checked against the entry's SHA-256 —
+   an entry that does not match is reported, deleted and rebuilt, never served;
+3. otherwise build, check, record, and store the outputs in the cache.
+The cache is a local folder by default (`.pipeline/artifact-cache`) or any fsspec URL (`s3://`,
+`gs://`, `file://`) in `PIPELINE_CACHE` / `doit cache=URL`; `cache=off` disables it. A cache that cannot
+be read or written (full disk, no permission, unreachable) only costs a warning: the build goes on.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+DEFAULT = ".pipeline/artifact-cache"
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"warning: artifact cache: {message}\n")
+
+
+# Record fields that name where things are, not what they are (their content is in the inputs).
+_PLACES = ("manifest", "key", "pt", "url")
+
+
+def recipe(spec: dict, input_hashes: list[str], code_hashes: dict[str, str]) -> str:
+    """Builders read the whole model record (role, names, settings...), so all of it is in the recipe,
+    but for the fields that only say where a file is: a clone elsewhere gets the same recipes."""
+    model = {k: v for k, v in spec["model"].items() if k not in _PLACES}
+    if model.get("weights_source") == "file":
+        model.pop("weights")
+    doc = {"builder": spec["builder"], "params": spec["params"], "model": model,
+           "code": sorted(code_hashes.values()), "inputs": input_hashes,
+           "outputs": [Path(o).name for o in spec["outputs"]]}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+class ArtifactCache:
+    """Entries: <root>/<recipe[:2]>/<recipe>/{index.json, 0, 1, ..., record}."""
+
+    def __init__(self, url: str):
+        import fsspec
+
+        self.url = url
+        self.fs, self.root = fsspec.core.url_to_fs(url)
+
+    @classmethod
+    def configured(cls) -> "ArtifactCache | None":
+        url = os.environ.get("PIPELINE_CACHE", DEFAULT)
+        if url.lower() in ("off", "none", "0", ""):
+            return None
+        try:
+            return cls(url)
+        except Exception as e:  # unknown protocol, missing s3fs/gcsfs, ...
+            warn(f"{url} is unusable ({type(e).__name__}: {e}); building without it")
+            return None
+
+    def _dir(self, key: str) -> str:
+        return f"{self.root.rstrip('/')}/{key[:2]}/{key}"
+
+    def restore(self, key: str, outputs: list[Path], record: Path | None, tmp_for) -> bool:
+        """Copy a verified entry into place (temp file + rename). False when absent or unusable."""
+        from .runner import sha256
+
+        d = self._dir(key)
+        try:
+            if not self.fs.exists(f"{d}/index.json"):
+                return False
+            index = json.loads(self.fs.cat_file(f"{d}/index.json"))
+        except Exception as e:
+            warn(f"cannot read {self.url} ({type(e).__name__}: {e}); building")
+            return False
+        files = list(zip(outputs, index["outputs"])) + ([(record, index["record"])] if record else [])
+        staged = []
+        try:
+            for i, (final, meta) in enumerate(files):
+                tmp = tmp_for(final)
+                self.fs.get_file(f"{d}/{meta['blob']}", str(tmp))
+                staged.append((tmp, final))
+                if sha256(tmp) != meta["sha256"]:
+                    raise ValueError(f"{meta['blob']} of entry {key[:12]} does not match its recorded SHA-256")
+        except Exception as e:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            warn(f"entry {key[:12]} for {outputs[0] if outputs else record} is unusable ({e}); it is removed "
+                 "and the artifact rebuilt")
+            try:
+                self.fs.rm(d, recursive=True)
+            except Exception:
+                pass
+            return False
+        for tmp, final in reversed(staged):  # record first, primary artifact last (see runner)
+            os.replace(tmp, final)
+        return True
+
+    def store(self, key: str, outputs: list[Path], record: Path | None) -> None:
+        from .runner import sha256
+
+        d = self._dir(key)
+        tmp_dir = f"{d}.tmp-{os.getpid()}"
+        try:
+            self.fs.makedirs(tmp_dir, exist_ok=True)
+            index = {"outputs": [], "record": None}
+            for i, path in enumerate(outputs):
+                self.fs.put_file(str(path), f"{tmp_dir}/{i}")
+                index["outputs"].append({"blob": str(i), "name": path.name, "sha256": sha256(path)})
+            if record:
+                self.fs.put_file(str(record), f"{tmp_dir}/record")
+                index["record"] = {"blob": "record", "name": record.name, "sha256": sha256(record)}
+            self.fs.pipe_file(f"{tmp_dir}/index.json", json.dumps(index).encode())
+            if self.fs.exists(d):
+                self.fs.rm(tmp_dir, recursive=True)
+            else:
+                self.fs.mv(tmp_dir, d, recursive=True)
+        except Exception as e:
+            warn(f"could not store into {self.url} ({type(e).__name__}: {e}); the build goes on without it")
+            try:
+                self.fs.rm(tmp_dir, recursive=True)
+            except Exception:
+                pass
