@@ -20,6 +20,7 @@ os.chdir(ROOT)  # every path in the DAG is relative to the project: the state su
 sys.path.insert(0, str(ROOT))
 
 from pipeline import kinds  # noqa: E402
+from pipeline.checker import SHA256Checker  # noqa: E402
 from pipeline.errors import UserError, exit_with  # noqa: E402
 from pipeline.gpu import tensorrt_version  # noqa: E402
 from pipeline.plan import hold_build_lock, load_models  # noqa: E402
@@ -31,7 +32,9 @@ TRT_FORMATS = ("trt", "trt_end2end")
 DOIT_CONFIG = {
     "backend": "json",               # portable state (CI caches, other machines); dbm is not
     "dep_file": ".doit.json",
-    "check_file_uptodate": "md5",    # content, not mtime: a restored checkout with new mtimes is up to date
+    # content, not mtime: a restored checkout with new mtimes is up to date (doit's md5 logic, SHA-256
+    # shared with the runner so no file is hashed twice)
+    "check_file_uptodate": SHA256Checker,
     # Without TensorRT, plain `doit` builds everything else (FP16 graphs included); naming a trt task
     # still runs it, and it fails with a clear error.
     "default_tasks": ["onnx", "onnx_end2end", "fp16_onnx", "fp16_end2end_onnx", "encoder_trt_onnx"]

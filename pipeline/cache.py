@@ -11,7 +11,9 @@ Before building, the runner asks, in order:
 2. does the cache hold this recipe? restore the outputs, each checked against the entry's SHA-256 —
    an entry that does not match is reported, deleted and rebuilt, never served;
 3. otherwise build, check, record, and store the outputs in the cache.
-The cache is a local folder by default (`.pipeline/artifact-cache`) or any fsspec URL (`s3://`,
+A local cache shares files with the repository by hard links (artifacts are never modified in
+place: they are replaced by rename); the SHA-256 check on restore still applies. The cache is a local
+folder by default (`.pipeline/artifact-cache`) or any fsspec URL (`s3://`,
 `gs://`, `file://`) in `PIPELINE_CACHE` / `doit cache=URL`; `cache=off` disables it. A cache that cannot
 be read or written (full disk, no permission, unreachable) only costs a warning: the build goes on.
 """
@@ -66,6 +68,29 @@ class ArtifactCache:
             warn(f"{url} is unusable ({type(e).__name__}: {e}); building without it")
             return None
 
+    @property
+    def local(self) -> bool:
+        return "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+
+    def _get(self, src: str, dst: Path) -> None:
+        """Local cache: a hard link (artifacts are immutable, replaced by rename); else a download."""
+        if self.local:
+            try:
+                os.link(src, dst)
+                return
+            except OSError:
+                pass
+        self.fs.get_file(src, str(dst))
+
+    def _put(self, src: Path, dst: str) -> None:
+        if self.local:
+            try:
+                os.link(src, dst)
+                return
+            except OSError:
+                pass
+        self.fs.put_file(str(src), dst)
+
     def _dir(self, key: str) -> str:
         return f"{self.root.rstrip('/')}/{key[:2]}/{key}"
 
@@ -86,7 +111,7 @@ class ArtifactCache:
         try:
             for i, (final, meta) in enumerate(files):
                 tmp = tmp_for(final)
-                self.fs.get_file(f"{d}/{meta['blob']}", str(tmp))
+                self._get(f"{d}/{meta['blob']}", tmp)
                 staged.append((tmp, final))
                 if sha256(tmp) != meta["sha256"]:
                     raise ValueError(f"{meta['blob']} of entry {key[:12]} does not match its recorded SHA-256")
@@ -113,10 +138,10 @@ class ArtifactCache:
             self.fs.makedirs(tmp_dir, exist_ok=True)
             index = {"outputs": [], "record": None}
             for i, path in enumerate(outputs):
-                self.fs.put_file(str(path), f"{tmp_dir}/{i}")
+                self._put(path, f"{tmp_dir}/{i}")
                 index["outputs"].append({"blob": str(i), "name": path.name, "sha256": sha256(path)})
             if record:
-                self.fs.put_file(str(record), f"{tmp_dir}/record")
+                self._put(record, f"{tmp_dir}/record")
                 index["record"] = {"blob": "record", "name": record.name, "sha256": sha256(record)}
             self.fs.pipe_file(f"{tmp_dir}/index.json", json.dumps(index).encode())
             if self.fs.exists(d):

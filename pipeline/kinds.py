@@ -5,8 +5,6 @@ runner does the atomic write, the record and the staleness for all of them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from . import layout as L
 from .gpu import plan_identity
 from .runner import Step
@@ -137,14 +135,11 @@ PLAN_ENCODER = _plan("trt", L.encoder_trt_onnx, clip)
 
 
 # ---- Triton folders: one per format, each = model artifact + config.pbtxt + labels.txt
-@dataclass(frozen=True)
 class Sidecar:
-    """A small client-facing file beside config.pbtxt (labels.txt, encoder.json)."""
-    basename: str
-    filename: str
-    builder: str
-    source: callable  # model -> the record it is written from
-    wanted: callable = lambda m: True
+    """A small client-facing file beside config.pbtxt (labels.txt, encoder.json), written from a record."""
+
+    def __init__(self, basename, filename, builder, source, wanted=lambda m: True):
+        self.basename, self.filename, self.builder, self.source, self.wanted = basename, filename, builder, source, wanted
 
 
 LABELS = Sidecar("labels", "labels.txt", "pipeline.triton_config:write_labels", L.checkpoint_record,
@@ -152,15 +147,13 @@ LABELS = Sidecar("labels", "labels.txt", "pipeline.triton_config:write_labels", 
 ENCODER_INFO = Sidecar("encoder_info", "encoder.json", "pipeline.clip_encoders:write_info", L.clip_record)
 
 
-@dataclass(frozen=True)
 class TritonFolder:
-    family: str
-    format: str
-    platform: str
-    model_step: Step
-    artifact: callable  # model -> path of the served file (models/<folder>/1/model.*)
-    io_source: callable = None  # model -> ONNX whose I/O the config describes (default: the artifact)
-    sidecar: Sidecar = LABELS
+    """One Triton folder kind: the step making its model file (`artifact`: models/<folder>/1/model.*),
+    the ONNX whose I/O its config describes (`io_source`, default the artifact), its sidecar."""
+
+    def __init__(self, family, format, platform, model_step, artifact, io_source=None, sidecar=LABELS):
+        self.family, self.format, self.platform, self.model_step = family, format, platform, model_step
+        self.artifact, self.io_source, self.sidecar = artifact, io_source, sidecar
 
     def applies(self, m: dict) -> bool:
         return L.family(m) == self.family and self.format in m["settings"]["formats"]

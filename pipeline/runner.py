@@ -21,7 +21,6 @@ import hashlib
 import importlib
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,22 +30,32 @@ from .versions import versions
 Model = dict  # a resolved manifest record (see manifest.resolve)
 
 
-@dataclass(frozen=True)
 class Step:
-    """Declaration of one artifact kind. Callables take the model record."""
-    basename: str                                  # doit task basename, e.g. "export_onnx"
-    doc: str                                       # shown by `doit list`
-    builder: str                                   # "module:function" called with a StepContext
-    outputs: Callable[[Model], list[str]]          # targets; the first is the primary artifact
-    inputs: Callable[[Model], list[str]] = lambda m: []
-    params: Callable[[Model], dict] = lambda m: {}  # manifest fields that make it stale
-    tools: tuple[str, ...] = ()                    # distributions whose versions make it stale
-    code: tuple[str, ...] = ()                     # source files whose edits make it stale
-    record: Callable[[Model], str | None] = lambda m: None  # verification record path
-    applies: Callable[[Model], bool] = lambda m: True
-    subname: Callable[[Model], str] = lambda m: m["name"]
-    isolate: bool = False  # run the builder in a child process (CUDA never enters doit's own process)
-    after: Callable[[Model], list[str]] = lambda m: []  # tasks to run first, without making this one stale
+    """Declaration of one artifact kind. Callables take the model record.
+
+    basename   doit task basename, e.g. "export_onnx"
+    doc        shown by `doit list` (formatted with the model record)
+    builder    "module:function" called with a StepContext
+    outputs    model -> targets; the first is the primary artifact
+    inputs     model -> file dependencies (their content makes it stale)
+    params     model -> manifest fields that make it stale
+    tools      distributions whose versions make it stale
+    code       source files whose edits make it stale
+    record     model -> path of the verification record (or None)
+    applies    model -> whether this model has this artifact
+    subname    model -> the task's name after "basename:"
+    isolate    run the builder in a child process (CUDA never enters doit's own process)
+    after      model -> tasks to run first, without making this one stale
+    (A plain class, not a dataclass: dodo.py loads on every doit call and must stay cheap.)
+    """
+
+    def __init__(self, basename: str, doc: str, builder: str, outputs: Callable[[Model], list[str]], *,
+                 inputs=lambda m: [], params=lambda m: {}, tools: tuple[str, ...] = (), code: tuple[str, ...] = (),
+                 record=lambda m: None, applies=lambda m: True, subname=lambda m: m["name"], isolate: bool = False,
+                 after=lambda m: []):
+        self.basename, self.doc, self.builder, self.outputs = basename, doc, builder, outputs
+        self.inputs, self.params, self.tools, self.code, self.record = inputs, params, tools, code, record
+        self.applies, self.subname, self.isolate, self.after = applies, subname, isolate, after
 
     def task(self, model: Model) -> dict:
         outputs, record = self.outputs(model), self.record(model)
@@ -94,15 +103,13 @@ def _diff(old: Any, new: Any, path: str = "") -> list[str]:
     return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
 
 
-@dataclass
 class StepContext:
-    """What a builder sees: the model, its inputs, and temporary paths to write its outputs to."""
-    model: Model
-    inputs: list[Path]
-    outputs: list[Path]          # final paths
-    tmp: dict[Path, Path]        # final -> temporary path the builder must write
-    params: dict
-    kept: set[Path] = field(default_factory=set)
+    """What a builder sees: the model, its inputs, and temporary paths to write its outputs to
+    (`outputs` are the final paths, `tmp` maps each to the temporary path the builder must write)."""
+
+    def __init__(self, model: Model, inputs: list[Path], outputs: list[Path], tmp: dict[Path, Path], params: dict):
+        self.model, self.inputs, self.outputs, self.tmp, self.params = model, inputs, outputs, tmp, params
+        self.kept: set[Path] = set()
 
     @property
     def settings(self) -> dict:
@@ -117,12 +124,22 @@ class StepContext:
         self.kept.add(Path(final))
 
 
+_HASHES: dict[tuple, str] = {}
+
+
 def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    """SHA-256 of a file, remembered for this process by (device, inode, size, mtime): within one run an
+    artifact is an output, then an input of the next steps; artifacts are replaced by rename, never
+    rewritten in place, so a changed file has a new identity."""
+    st = os.stat(path)
+    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if ident not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+        _HASHES[ident] = h.hexdigest()
+    return _HASHES[ident]
 
 
 def _tmp_for(final: Path) -> Path:
