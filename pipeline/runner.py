@@ -216,7 +216,9 @@ def run_step(spec: dict):
     ctx = StepContext(model=spec["model"], inputs=inputs, outputs=outputs,
                       tmp={f: _tmp_for(f) for f in outputs}, params=spec["params"])
     try:
-        verification = _call_isolated(spec, ctx) if spec.get("isolate") else call_builder(spec["builder"], ctx)
+        with _progress(spec["task"]):
+            verification = (_call_isolated(spec, ctx) if spec.get("isolate")
+                            else call_builder(spec["builder"], ctx))
         for final in outputs:
             if final in ctx.kept:
                 continue
@@ -255,6 +257,23 @@ def run_step(spec: dict):
     if cache:
         cache.store(key, outputs, record)
     return True
+
+
+def _progress(task: str):
+    """A spinner with elapsed time while a step builds, on a terminal (logs stay clean). Downloads and
+    TensorRT builds show their own bars (Ultralytics/open_clip downloads, IProgressMonitor)."""
+    import contextlib
+    import sys
+
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                        console=Console(stderr=True), transient=True)
+    progress.add_task(f"building {task}", total=None)
+    return progress
 
 
 def _recorded(outputs: list[Path], record: Path | None, key: str) -> bool:

@@ -99,3 +99,15 @@ def checkpoints(tmp_path_factory, yolo_env) -> dict[str, Path]:
         out[name] = d / f"{name}_yolo11n.pt"
         model.save(str(out[name]))
     return out
+
+
+REPORTS: dict[str, object] = {}  # tests that want their findings in CI's output put them here
+
+
+def pytest_terminal_summary(terminalreporter):
+    import json
+
+    for title, report in REPORTS.items():
+        terminalreporter.write_sep("-", title)
+        for key, value in report.items():
+            terminalreporter.write_line(f"{key}: {json.dumps(value)}")
