@@ -6,7 +6,6 @@ no doit state) pointed at the cache the cold run filled.
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import time
 

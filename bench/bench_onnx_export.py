@@ -39,7 +39,6 @@ def main() -> None:
     b = ort.InferenceSession(str(theirs_dir / "yolo11s_bench.onnx")).run(None, {"images": x})[0]
     # In-process, imports warm, second of two runs each: the export work itself.
     import time
-    from pathlib import Path
 
     from pipeline.runner import StepContext
     from pipeline.weights import load_detection_model

@@ -72,24 +72,21 @@ class ArtifactCache:
     def local(self) -> bool:
         return "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
 
-    def _get(self, src: str, dst: Path) -> None:
-        """Local cache: a hard link (artifacts are immutable, replaced by rename); else a download."""
+    def _transfer(self, src, dst, remote_copy) -> None:
+        """Local cache: a hard link (artifacts are immutable, replaced by rename); else fsspec's copy."""
         if self.local:
             try:
                 os.link(src, dst)
                 return
             except OSError:
                 pass
-        self.fs.get_file(src, str(dst))
+        remote_copy(str(src), str(dst))
+
+    def _get(self, src: str, dst: Path) -> None:
+        self._transfer(src, dst, self.fs.get_file)
 
     def _put(self, src: Path, dst: str) -> None:
-        if self.local:
-            try:
-                os.link(src, dst)
-                return
-            except OSError:
-                pass
-        self.fs.put_file(str(src), dst)
+        self._transfer(src, dst, self.fs.put_file)
 
     def _dir(self, key: str) -> str:
         return f"{self.root.rstrip('/')}/{key[:2]}/{key}"

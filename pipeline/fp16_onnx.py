@@ -12,7 +12,6 @@ The input `images` is FP16, as the seed's config.pbtxt says (TYPE_FP16).
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 from .runner import StepContext
 

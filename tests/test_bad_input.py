@@ -26,7 +26,7 @@ MANIFEST_CASES = [
     ("max-batch-zero", f"models:\n  a: {{{ARCH}, max_batch: 0}}\n", ["models.a.max_batch", "positive integer"]),
     ("max-batch-negative", f"defaults: {{max_batch: -4}}\nmodels:\n  a: {{{ARCH}}}\n", ["defaults.max_batch"]),
     ("topk-zero", f"models:\n  a: {{{ARCH}, topk: 0}}\n", ["models.a.topk", "1 to 4096"]),
-    ("topk-too-big", f"builtins:\n  small: {{topk: 5000}}\n", ["builtins.small.topk", "1 to 4096"]),
+    ("topk-too-big", "builtins:\n  small: {topk: 5000}\n", ["builtins.small.topk", "1 to 4096"]),
     ("imgsz-not-32", f"models:\n  a: {{{ARCH}, imgsz: 650}}\n", ["models.a.imgsz", "multiple of 32"]),
     ("unknown-format", f"models:\n  a: {{{ARCH}, formats: [onnx, tflite]}}\n", ["models.a.formats", "'tflite'"]),
     ("empty-formats", f"models:\n  a: {{{ARCH}, formats: []}}\n", ["models.a.formats", "empty"]),

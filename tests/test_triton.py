@@ -7,7 +7,6 @@ stand-in TensorRT (their plan is not an engine), are checked up to Triton's conf
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import shutil
 
 import numpy as np
