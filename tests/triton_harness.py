@@ -1,6 +1,7 @@
 """A real Triton server (2.51, CPU, from the nvidia-pytriton wheel) for acceptance tests.
 
-* Its own virtual environment (`.pipeline/triton-venv`, made once): nvidia-pytriton pins numpy<2.
+* Its own virtual environment (~/.cache/triton-export-pipeline/triton-venv-*, made once per machine):
+  nvidia-pytriton pins numpy<2.
 * The real onnxruntime and tensorrt backends are not obtainable here. A Python-based backend at
   `backends/onnxruntime/model.py` (Triton's "Python-based backend" mechanism) stands in for the first:
   the unchanged `onnxruntime_onnx` folders load and really run through onnxruntime; End2End graphs run
@@ -10,6 +11,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -21,14 +23,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-VENV = REPO / ".pipeline" / "triton-venv"
 PACKAGES = ["nvidia-pytriton==0.7.0", "onnxruntime==1.32.0", "onnxruntime-extensions==0.15.2", "onnx==1.23.2"]
+# Outside the checkout, keyed by its packages: made once per machine, reused by every clone and CI run.
+VENV = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "triton-export-pipeline" / (
+    "triton-venv-" + hashlib.sha256(" ".join(PACKAGES).encode()).hexdigest()[:12])
 BACKEND_SRC = Path(__file__).with_name("triton_backend") / "onnxruntime" / "model.py"
 
 
 def ensure_venv() -> Path:
     py = VENV / "bin" / "python"
-    marker = VENV / f".ready-{'-'.join(PACKAGES)}"
+    marker = VENV / ".ready"
     if not marker.exists():
         shutil.rmtree(VENV, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
