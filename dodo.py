@@ -15,6 +15,10 @@ from pathlib import Path
 
 from doit import get_var
 
+# Some machines set PYTHONDONTWRITEBYTECODE: every doit call would then recompile the pipeline's modules
+# (~15 ms, an eighth of doit's own startup). Their bytecode is a cache in the git-ignored __pycache__.
+sys.dont_write_bytecode = False
+
 ROOT = Path(__file__).resolve().parent
 os.chdir(ROOT)  # every path in the DAG is relative to the project: the state survives a move
 sys.path.insert(0, str(ROOT))

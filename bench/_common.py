@@ -25,7 +25,7 @@ def scratch_project() -> Path:
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> float:
     t = time.perf_counter()
-    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=dict(os.environ))
     dt = time.perf_counter() - t
     if check and p.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stdout}\n{p.stderr}")
@@ -35,6 +35,16 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> float:
 def median_time(cmd: list[str], cwd: Path, repeat: int = 7) -> float:
     run(cmd, cwd)  # warm the page cache
     return statistics.median(run(cmd, cwd) for _ in range(repeat))
+
+
+def interleaved(a: tuple[list[str], Path], b: tuple[list[str], Path], repeat: int = 21) -> tuple[float, float]:
+    """Medians of two commands run alternately, so that both see the same background load."""
+    run(*a), run(*b)
+    ta, tb = [], []
+    for _ in range(repeat):
+        ta.append(run(*a))
+        tb.append(run(*b))
+    return statistics.median(ta), statistics.median(tb)
 
 
 DOIT = [sys.executable, "-m", "doit"]
