@@ -247,6 +247,7 @@ def trt_graph(ctx: StepContext) -> dict:
     import onnx
     import onnx_graphsurgeon as gs
 
+    from .fp16_onnx import convert_fp16, export_like
     from .yolo_onnx import run_onnx
 
     rec = ctx.model
@@ -259,11 +260,9 @@ def trt_graph(ctx: StepContext) -> dict:
         graph.layer(op="Cast", name="tokens_to_int64", inputs=[tokens32], outputs=[tokens],
                     attrs={"to": onnx.TensorProto.INT64})
         graph.inputs = [tokens32]
-        model = _export(graph.toposort(), model)
+        model = export_like(graph.toposort(), model)
     if ctx.settings["precision"] == "fp16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-
-        model = _export(gs.import_onnx(convert_float_to_float16(model, keep_io_types=True)).toposort(), model)
+        model = convert_fp16(model, keep_io_types=True)
     onnx.save(model, str(ctx.out()))
     onnx.checker.check_model(str(ctx.out()), full_check=True)
     info = json.loads(Path(ctx.inputs[1]).read_text())["verification"]
@@ -279,16 +278,6 @@ def trt_graph(ctx: StepContext) -> dict:
     return {"precision": ctx.settings["precision"], "token_input": "INT32" if rec["role"] == "text" else None,
             "compared_with": "the FP32 ONNX (onnxruntime CPU; FP16 ops it lacks kernels for are upcast)",
             "batch": len(x), "min_cosine": cos, "max_abs": float(np.abs(got - want).max())}
-
-
-def _export(graph, like):
-    import onnx_graphsurgeon as gs
-
-    out = gs.export_onnx(graph)
-    out.ir_version = like.ir_version
-    del out.metadata_props[:]
-    out.metadata_props.extend(like.metadata_props)
-    return out
 
 
 def publish(ctx: StepContext) -> dict:

@@ -26,6 +26,8 @@ def add_efficient_nms(raw, *, topk: int, iou: float, conf: float, normalize_boxe
     import onnx
     import onnx_graphsurgeon as gs
 
+    from .fp16_onnx import export_like
+
     graph = gs.import_onnx(raw)
     (images,), (out,) = graph.inputs, graph.outputs
     batch, channels, anchors = out.shape
@@ -57,11 +59,8 @@ def add_efficient_nms(raw, *, topk: int, iou: float, conf: float, normalize_boxe
                "box_coding": 1, "class_agnostic": int(bool(class_agnostic))}))
     graph.outputs = outputs
     graph.cleanup().toposort()
-    model = gs.export_onnx(graph)
+    model = export_like(graph, raw)
     model.opset_import.append(onnx.helper.make_opsetid("TRT", 1))
-    model.ir_version = raw.ir_version
-    del model.metadata_props[:]
-    model.metadata_props.extend(raw.metadata_props)
     for k, v in {"end2end": "EfficientNMS_TRT", "box_format": "x1y1x2y2" + ("_normalized" if normalize_boxes
                                                                               else "_pixels")}.items():
         model.metadata_props.add(key=k, value=v)

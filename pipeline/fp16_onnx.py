@@ -23,20 +23,34 @@ def head_prefix(model) -> str:
     return producer.name.rsplit("/", 1)[0] + "/"
 
 
-def to_fp16(model):
+def export_like(graph, like):
+    """A graphsurgeon graph back to a ModelProto with the IR version and metadata of `like` (graphsurgeon
+    drops the metadata: the untrained marker, class names...)."""
+    import onnx_graphsurgeon as gs
+
+    out = gs.export_onnx(graph)
+    out.ir_version = like.ir_version
+    del out.metadata_props[:]
+    out.metadata_props.extend(like.metadata_props)
+    return out
+
+
+def convert_fp16(model, keep_io_types, node_block_list=None):
+    """onnxruntime's float16 converter, then topological order (it appends the Casts it inserts at the
+    end of the node list) and the source's IR version and metadata."""
+    import onnx_graphsurgeon as gs
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    fp16 = convert_float_to_float16(model, keep_io_types=keep_io_types, node_block_list=node_block_list)
+    return export_like(gs.import_onnx(fp16).toposort(), model)
+
+
+def to_fp16(model):
+    """The YOLO graph: FP16 but for the Detect head's decoding (and so output0), kept FP32."""
     prefix = head_prefix(model)
     convs = tuple(prefix + c for c in ("cv2", "cv3"))  # the head's learned convolutions: FP16 like the rest
     decode = [n.name for n in model.graph.node if n.name.startswith(prefix) and not n.name.startswith(convs)]
-    import onnx_graphsurgeon as gs
-
-    out = model.graph.output[0].name
-    fp16 = convert_float_to_float16(model, keep_io_types=[out], node_block_list=decode)
-    # The converter appends the Casts it inserts at the end of the node list; ONNX wants topological order.
-    sorted_ = gs.export_onnx(gs.import_onnx(fp16).toposort())
-    sorted_.ir_version = model.ir_version
-    return sorted_
+    return convert_fp16(model, keep_io_types=[model.graph.output[0].name], node_block_list=decode)
 
 
 def convert(ctx: StepContext) -> dict:

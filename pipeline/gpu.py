@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 
-from .versions import installed, versions
+from .versions import installed
 
 # Where the `tensorrt` module can come from: NVIDIA's meta package, the per-CUDA packages, the bindings.
 TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt_cu13_bindings", "tensorrt_cu12_bindings", "tensorrt_cu13",
@@ -54,5 +54,3 @@ def plan_identity() -> dict:
     g = gpu() if version else None  # no nvidia-smi call where no plan can be built anyway
     return {"tensorrt": version or "absent", "compute_capability": g["compute_capability"] if g else "no-gpu"}
 
-
-__all__ = ["tensorrt_version", "gpu", "plan_identity", "versions"]

@@ -128,6 +128,8 @@ def test_fp16_graphs_run_and_stay_close_to_fp32(built):
 
     raw16 = built.path("pytorch_models/street.fp16.onnx")
     m = onnx.load(str(raw16))
+    meta = {p.key: p.value for p in m.metadata_props}
+    assert meta["untrained"] == "false" and "'bike'" in meta["names"]  # conversion keeps the metadata
     assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch

@@ -200,6 +200,8 @@ def test_without_tensorrt_plain_doit_skips_and_named_tasks_fail(base, tmp_path):
     notice = [ln for ln in run.err.splitlines() if "TensorRT is not installed" in ln]
     assert len(notice) == 1 and "skipping 2 TensorRT plan(s)" in notice[0]
     assert not proj.path("models/smoke_trt").exists() and proj.path("pytorch_models/smoke.fp16.onnx").exists()
+    named = proj.doit("fp16_onnx", "manifest=manifests/m.yaml")  # a task basename first is a run too
+    assert named.rc == 0 and "TensorRT is not installed" in named.err
     run = proj.doit("manifest=manifests/m.yaml", "trt_end2end:smoke")
     assert run.rc != 0 and "Traceback" not in run.text
     assert "TensorRT cannot be imported here" in " ".join(run.text.split())
