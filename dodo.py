@@ -6,8 +6,9 @@
     doit onnx:yolov11_small                # one Triton folder and what it needs
     doit list --all                        # every task;  doit info TASK  says why it would run
 
-Each task is one artifact, declared in pipeline/kinds.py. Loading this file imports no torch, ultralytics,
-onnx or tensorrt: builders import them when they run.
+Each task is one artifact, declared in pipeline/declarations/kinds.py and built by its module in
+pipeline/builders/. Loading this file imports no torch, ultralytics, onnx or tensorrt: builders import
+them when they run.
 """
 import os
 import sys
@@ -23,11 +24,12 @@ ROOT = Path(__file__).resolve().parent
 os.chdir(ROOT)  # every path in the DAG is relative to the project: the state survives a move
 sys.path.insert(0, str(ROOT))
 
-from pipeline import kinds  # noqa: E402
-from pipeline.checker import SHA256Checker  # noqa: E402
-from pipeline.errors import UserError, exit_with  # noqa: E402
-from pipeline.gpu import tensorrt_version  # noqa: E402
-from pipeline.plan import hold_build_lock, load_models  # noqa: E402
+from pipeline.declarations import kinds, layout  # noqa: E402
+from pipeline.declarations.manifest_cache import load_models  # noqa: E402
+from pipeline.engine.errors import UserError, exit_with  # noqa: E402
+from pipeline.engine.lock import hold_build_lock  # noqa: E402
+from pipeline.engine.step import SHA256Checker  # noqa: E402
+from pipeline.engine.tools import tensorrt_version  # noqa: E402
 
 TENSORRT = tensorrt_version()  # from its dist-info: nothing is imported
 TRT_FORMATS = ("trt", "trt_end2end")
@@ -53,7 +55,7 @@ if get_var("cache", None) is not None:  # doit cache=URL (or off): read by the r
 # doit's commands that do not build (and ours, see pyproject.toml); anything else (`doit`, `doit onnx`,
 # `doit -n 2 trt:x`, `doit run ...`) runs tasks.
 _QUIET = {"list", "info", "clean", "forget", "help", "ignore", "dumpdb", "strace", "tabcompletion", "reset-dep",
-          "auto", "status", "graph", "builtins", "recipe"}
+          "auto", "status", "graph", "builtins", "recipe", "clean-downloads"}
 _COMMAND = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in _QUIET else "run"
 if _COMMAND == "run":
     hold_build_lock()  # two doit runs on one project never interleave (state, artifacts)
@@ -70,10 +72,11 @@ if _SKIPPED and not TENSORRT and _COMMAND == "run":
           "(doit trt:NAME names one and fails; see README 'TensorRT')", file=sys.stderr)
 
 
-def declare(step):
-    for model in MODELS:
-        if step.applies(model):
-            yield step.task(model)
+def declare(*steps):
+    for step in steps:
+        for model in MODELS:
+            if step.applies(model):
+                yield step.task(model)
 
 
 def task_download():
@@ -113,22 +116,17 @@ def task_fp16_end2end_onnx():
 
 def task_plan():
     """TensorRT plans (needs TensorRT 10.x/11.x and a GPU; built in a child process, one per GPU at a time)."""
-    yield from declare(kinds.PLAN)
-    yield from declare(kinds.PLAN_END2END)
-    yield from declare(kinds.PLAN_ENCODER)
+    yield from declare(kinds.PLAN, kinds.PLAN_END2END, kinds.PLAN_ENCODER)
 
 
 def task_config():
     """config.pbtxt of each Triton folder, from the artifact's real inputs and outputs."""
-    for folder in kinds.FOLDERS:
-        yield from declare(folder.config_step())
+    yield from declare(*kinds.CONFIGS)
 
 
 def task_labels():
     """labels.txt of each detection Triton folder (class names, one per line, by class id)."""
-    for folder in kinds.FOLDERS:
-        if folder.sidecar is kinds.LABELS:
-            yield from declare(folder.sidecar_step())
+    yield from declare(*(s for s in kinds.SIDECARS if s.basename == "labels"))
 
 
 def task_clip_weights():
@@ -153,14 +151,13 @@ def task_publish_onnx():
 
 def task_encoder_info():
     """encoder.json beside each encoder's config.pbtxt: logit_scale, preprocessing, tokenizer."""
-    for folder in kinds.FOLDERS:
-        if folder.sidecar is kinds.ENCODER_INFO:
-            yield from declare(folder.sidecar_step())
+    yield from declare(*(s for s in kinds.SIDECARS if s.basename == "encoder_info"))
 
 
 def _folder_groups(fmt: str):
-    for folder in (f for f in kinds.FOLDERS if f.format == fmt):
-        config, sidecar = folder.config_step(), folder.sidecar_step()
+    for folder, config, sidecar in zip(kinds.FOLDERS, kinds.CONFIGS, kinds.SIDECARS):
+        if folder.format != fmt:
+            continue
         for model in MODELS:
             if folder.applies(model):
                 deps = [f"{folder.model_step.basename}:{folder.model_step.subname(model)}",
@@ -168,7 +165,7 @@ def _folder_groups(fmt: str):
                 if sidecar.applies(model):
                     deps.append(f"{sidecar.basename}:{sidecar.subname(model)}")
                 yield {"name": model["name"], "actions": None, "task_dep": deps,
-                       "doc": f"Triton folder models/{config.subname(model)}/ complete"}
+                       "doc": f"Triton folder {layout.folder_path(model, fmt)}/ complete"}
 
 
 def task_onnx():

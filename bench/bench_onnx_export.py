@@ -16,7 +16,7 @@ sys.path.insert(0, str(REPO))
 
 
 def main() -> None:
-    from pipeline.yolo_env import configure
+    from pipeline.families.yolo import configure
     configure()
     import numpy as np
     import onnxruntime as ort
@@ -40,20 +40,24 @@ def main() -> None:
     # In-process, imports warm, second of two runs each: the export work itself.
     import time
 
-    from pipeline.runner import StepContext
-    from pipeline.weights import load_detection_model
-    from pipeline.yolo_onnx import export, export_graph
+    import torch
+
+    from pipeline.builders.raw_onnx import export
+    from pipeline.engine.context import StepContext
+    from pipeline.families import yolo
+    from pipeline.tooling import onnx_tools
     import json
     rec = json.loads((proj / "pytorch_models/bench_s.checkpoint.json").read_text())
-    model = {"key": "bench", "pt": str(pt), "untrained": False,
-             "settings": {"imgsz": 640, "opset": 17}}
     warm = {}
     for _ in range(2):
         out = proj / "inproc.onnx"
-        ctx = StepContext(model=model, inputs=[pt], outputs=[out], tmp={out: out}, params={})
+        ctx = StepContext(task="bench", inputs={"checkpoint": pt}, outputs={"onnx": out}, tmp={out: out},
+                          params={"imgsz": 640, "opset": 17, "untrained": False}, key="bench")
         t = time.perf_counter(); export(ctx); warm["ours"] = time.perf_counter() - t
         t = time.perf_counter()
-        export_graph(load_detection_model(pt, "bench"), 640, 17, out)
+        ready, dims, meta = yolo.export_ready(yolo.load_detection_model(pt, "bench"), 640)
+        onnx_tools.export_torch(ready, (torch.zeros(1, 3, 640, 640),), yolo.RAW_GRAPH, out, opset=17,
+                                fixed_dims={"output0": dims}, metadata=meta)
         warm["ours_export_only"] = time.perf_counter() - t
         t = time.perf_counter()
         YOLO(str(theirs_dir / "yolo11s_bench.pt")).export(format="onnx", dynamic=True, opset=17, simplify=False)
@@ -68,7 +72,7 @@ def main() -> None:
     print("in-process, imports warm (export work only):")
     print(f"ours: export + PyTorch-vs-onnxruntime check {warm['ours']:6.2f} s; "
           f"Model.export(format='onnx') {warm['theirs']:6.2f} s; ratio {warm['ours'] / warm['theirs']:.2f}x")
-    print(f"ours without the check (load + export_graph) {warm['ours_export_only']:6.2f} s; "
+    print(f"ours without the check (load + export_torch) {warm['ours_export_only']:6.2f} s; "
           f"ratio {warm['ours_export_only'] / warm['theirs']:.2f}x (goal <= 0.5x)")
 
 

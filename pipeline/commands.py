@@ -5,6 +5,8 @@
     doit graph [--out models.svg]           the DAG as graphviz DOT (+ SVG/PNG when `dot` exists),
                                             coloured by status
     doit builtins                           the built-in YOLO11 sizes and their settings
+    doit recipe [--json] [--key]            each artifact's recipe hash; one cache key for the manifest
+    doit clean-downloads [-n]               remove downloaded weights (`doit clean` never does)
 
 They read doit's own state through its Dependency manager (what `doit info` uses), so "stale" means
 exactly what the next `doit` would rebuild.
@@ -19,9 +21,13 @@ from pathlib import Path
 
 from doit.cmd_base import DoitCmdBase
 
+from .declarations import layout
+
+GRAPH_PICTURE = f"{layout.MODELS}/pipeline-graph.svg"
+
 opt_json = {"name": "as_json", "long": "json", "type": bool, "default": False,
             "help": "print JSON for scripts instead of a table"}
-opt_out = {"name": "out", "long": "out", "type": str, "default": "models/pipeline-graph.svg",
+opt_out = {"name": "out", "long": "out", "type": str, "default": GRAPH_PICTURE,
            "help": "picture to write (.svg or .png); the .dot source is written beside it"}
 
 
@@ -106,18 +112,20 @@ class Graph(DoitCmdBase):
     doc_description = None
     cmd_options = (opt_out,)
 
-    def _execute(self, pos_args=None, out="models/pipeline-graph.svg"):
+    def _execute(self, pos_args=None, out=GRAPH_PICTURE):
         by_name = {t.name: t for t in self.task_list}
         producer = {target: t.name for t in self.task_list for target in t.targets}
         lines = ["digraph pipeline {", '  rankdir=LR; node [shape=box, style="rounded,filled", fontname=Helvetica];']
         for t in self.task_list:
             if ":" not in t.name:
                 continue
-            if not t.actions:
-                color = "#dddddd"
+            spec = _spec(t)
+            if spec is None:
+                color, label = "#dddddd", t.name
             else:
                 color = "#b7e4b9" if self.dep_manager.get_status(t, by_name).status == "up-to-date" else "#ffcc80"
-            lines.append(f'  "{t.name}" [fillcolor="{color}"];')
+                label = f"{t.name}\\n{spec['builder'].split(':')[0].replace('.', '/')}.py"
+            lines.append(f'  "{t.name}" [fillcolor="{color}", label="{label}"];')
             for dep in t.file_dep:
                 if dep in producer:
                     lines.append(f'  "{producer[dep]}" -> "{t.name}";')
@@ -141,13 +149,13 @@ class Graph(DoitCmdBase):
 
 
 class Builtins(DoitCmdBase):
-    doc_purpose = "list the built-in YOLO11 models and their settings (the seed's table)"
+    doc_purpose = "list the built-in YOLO11 models and their settings (the documented sizes)"
     doc_usage = ""
     doc_description = None
     cmd_options = (opt_json,)
 
     def execute(self, params, args):  # needs no dodo.py
-        from .manifest import BUILTIN_RELEASE_URL, BUILTIN_SIZES, Settings
+        from .declarations.manifest import BUILTIN_RELEASE_URL, BUILTIN_SIZES, Settings
 
         d = Settings()
         rows = [{"size": size, "triton_name": f"yolov11_{size}", "checkpoint": f"yolo11{letter}.pt",
@@ -168,16 +176,16 @@ opt_key = {"name": "key_only", "long": "key", "type": bool, "default": False,
            "help": "print only the manifest's cache key (for a CI cache step)"}
 
 
-def step_specs(tasks) -> dict:
-    """{task name: the runner spec} of every artifact task (the spec is its python-action's argument)."""
-    from .runner import run_step
+def _spec(task) -> dict | None:
+    """The runner spec of an artifact task (its python-action's argument), None for groups."""
+    from .engine.runner import run_step
 
-    specs = {}
-    for t in tasks:
-        for action in t.actions:
-            if getattr(action, "py_callable", None) is run_step:
-                specs[t.name] = action.args[0]
-    return specs
+    return next((a.args[0] for a in task.actions if getattr(a, "py_callable", None) is run_step), None)
+
+
+def step_specs(tasks) -> dict:
+    """{task name: the runner spec} of every artifact task."""
+    return {t.name: s for t in tasks if (s := _spec(t)) is not None}
 
 
 def manifest_key(specs: dict) -> str:
@@ -185,15 +193,16 @@ def manifest_key(specs: dict) -> str:
     no step makes (user checkpoints). Computable before anything is built; equal on every clone."""
     import hashlib
 
-    from .runner import sha256
+    from .engine.hashing import sha256
+    from .engine.step import staleness
 
-    made = {o for s in specs.values() for o in s["outputs"] + ([s["record"]] if s["record"] else [])}
+    made = {o for s in specs.values() for o in list(s["outputs"].values()) + ([s["record"]] if s["record"] else [])}
     doc = []
     for name in sorted(specs):
         s = specs[name]
-        doc.append({"task": name, "builder": s["builder"], "params": s["params"],
-                    "code": sorted(sha256(c) for c in s["code"]),
-                    "sources": [sha256(i) if os.path.exists(i) else "missing" for i in s["inputs"] if i not in made]})
+        doc.append({"task": name, "builder": s["builder"], **staleness(s),
+                    "sources": {k: sha256(i) if os.path.exists(i) else "missing"
+                                for k, i in s["inputs"].items() if i not in made}})
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -204,8 +213,7 @@ class Recipe(DoitCmdBase):
     cmd_options = (opt_json, opt_key)
 
     def _execute(self, pos_args=None, as_json=False, key_only=False):
-        from .cache import recipe
-        from .runner import sha256
+        from .engine.runner import step_recipe
 
         specs = step_specs(self.task_list)
         self.dep_manager.close()
@@ -217,13 +225,38 @@ class Recipe(DoitCmdBase):
         for name, s in specs.items():
             if pos_args and name not in pos_args and name.split(":")[0] not in pos_args:
                 continue
-            missing = [i for i in s["inputs"] if not os.path.exists(i)]
-            r = None if missing else recipe(s, [sha256(i) for i in s["inputs"]], {c: sha256(c) for c in s["code"]})
-            rows.append({"task": name, "recipe": r, "pending_inputs": missing})
+            missing = [i for i in s["inputs"].values() if not os.path.exists(i)]
+            r = None if missing else step_recipe(s)
+            rows.append({"task": name, "recipe": r, "pending_inputs": missing, "code": sorted(s["code"]),
+                         "tools": s["tools"]})
         if as_json:
             self.outstream.write(json.dumps({"manifest_key": key, "artifacts": rows}, indent=1) + "\n")
             return 0
         for r in rows:
             self.outstream.write(f"{r['task']:55s} {r['recipe'] or 'pending: needs ' + ', '.join(r['pending_inputs'])}\n")
         self.outstream.write(f"manifest key: {key}\n")
+        return 0
+
+
+opt_dry = {"name": "dry_run", "short": "n", "long": "dry-run", "type": bool, "default": False,
+           "help": "only print what would be removed"}
+
+
+class CleanDownloads(DoitCmdBase):
+    doc_purpose = "remove downloaded weights (built-in .pt files, open_clip downloads); `doit clean` keeps them"
+    doc_usage = ""
+    doc_description = None
+    cmd_options = (opt_dry,)
+
+    def _execute(self, pos_args=None, dry_run=False):
+        specs = step_specs(self.task_list)
+        self.dep_manager.close()
+        paths = sorted({p for s in specs.values() for p in s["downloads"]}
+                       | {s["params"]["download_dir"] for s in specs.values() if s["params"].get("download_dir")})
+        for p in map(Path, paths):
+            if not p.exists():
+                continue
+            self.outstream.write(f"{'would remove' if dry_run else 'removing'} {p}\n")
+            if not dry_run:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
         return 0

@@ -82,7 +82,7 @@ def yolo_env(tmp_path_factory):
     """Ultralytics offline, settings in a temp dir, for tests that import it in-process."""
     sys.path.insert(0, str(REPO))
     os.environ["YOLO_CONFIG_DIR"] = str(tmp_path_factory.mktemp("ultralytics"))
-    from pipeline.yolo_env import configure
+    from pipeline.families.yolo import configure
     configure()
 
 

@@ -36,10 +36,10 @@ def copy(built, tmp_path):
     return Project(tmp_path / "proj")
 
 
-def record(proj, name="mobileclip2_s2_image_encoder"):
-    return {"key": f"encoders.{S2}", "family": "clip", "role": "image" if "image" in name else "text",
-            "encoder": S2, "name": name, "clip_model": "MobileCLIP2-S2", "weights_source": "untrained",
-            "weights": None, "untrained": True, "settings": {"opset": 17, "precision": "fp16"}}
+def untrained_s2():
+    from pipeline.families.mobileclip import create
+
+    return create("MobileCLIP2-S2", "untrained", None, None, f"encoders.{S2}")
 
 
 def io(path):
@@ -51,7 +51,7 @@ def io(path):
     return [desc(v) for v in g.input], [desc(v) for v in g.output]
 
 
-def test_encoder_io_as_the_seed(built):
+def test_encoder_io_as_documented(built):
     assert io(built.path("pytorch_models/mobileclip2_s2_image_encoder.onnx")) == (
         [("images", "FLOAT", ["batch", 3, 256, 256])], [("image_embeddings", "FLOAT", ["batch", 512])])
     assert io(built.path("pytorch_models/mobileclip2_s2_text_encoder.onnx")) == (
@@ -90,10 +90,10 @@ def test_onnx_matches_the_pytorch_model(built, yolo_env):
     import open_clip
     import torch
 
-    from pipeline.clip_encoders import QUERIES, create
-    from pipeline.yolo_onnx import run_onnx
+    from pipeline.families.mobileclip import QUERIES
+    from pipeline.tooling.onnx_tools import run as run_onnx
 
-    model = create(record(built))
+    model = untrained_s2()
     x = torch.rand(3, 3, 256, 256, generator=torch.Generator().manual_seed(42))
     with torch.no_grad():
         want = model.encode_image(x, normalize=True).numpy()
@@ -110,18 +110,21 @@ def test_onnx_matches_the_pytorch_model(built, yolo_env):
 
 
 def test_unreparameterized_export_is_caught(built, monkeypatch, tmp_path, yolo_env):
-    import pipeline.clip_encoders as C
-    from pipeline.runner import StepContext
+    import pipeline.families.mobileclip as C
+    from pipeline.builders.encoder_onnx import export
+    from pipeline.engine.context import StepContext
 
     with pytest.raises(RuntimeError, match="not reparameterized.*MobileOneBlock"):
-        C.assert_reparameterized(C.create(record(built)))
-    assert C.assert_reparameterized(C.reparameterized(C.create(record(built)))) < 1750
+        C.assert_reparameterized(untrained_s2())
+    assert C.assert_reparameterized(C.reparameterized(untrained_s2())) < 1750
     monkeypatch.setattr(C, "reparameterized", lambda model: model)  # an exporter that forgets
     out = tmp_path / "x.onnx"
-    ctx = StepContext(model=record(built), inputs=[built.path(f"pytorch_models/{S2}.clip.json")], outputs=[out],
-                      tmp={out: out}, params={})
+    ctx = StepContext(task="test", inputs={"clip_record": built.path(f"pytorch_models/{S2}.clip.json")},
+                      outputs={"onnx": out}, tmp={out: out}, key=f"encoders.{S2}",
+                      params={"opset": 17, "role": "image", "clip_model": "MobileCLIP2-S2",
+                              "weights_source": "untrained", "weights": None, "download_dir": None})
     with pytest.raises(RuntimeError, match="not reparameterized"):
-        C.export(ctx)
+        export(ctx)
     assert not out.exists()
 
 

@@ -40,7 +40,7 @@ def images(batch=3, seed=7):
 
 
 def e2e(built, name, x, path=None):
-    from pipeline.efficient_nms import cpu_session
+    from pipeline.tooling.efficient_nms import cpu_session
 
     path = path or built.path(f"models/{name}_end2end/1/model.onnx")
     return cpu_session(path).run(None, {"images": x})
@@ -80,8 +80,8 @@ def test_detections_equal_the_reference_and_ultralytics_nms(built, name):
     from ultralytics.nn.tasks import load_checkpoint
     from ultralytics.utils.nms import non_max_suppression
 
-    from pipeline.efficient_nms import efficient_nms
-    from pipeline.yolo_onnx import run_onnx
+    from pipeline.tooling.efficient_nms import efficient_nms
+    from pipeline.tooling.onnx_tools import run as run_onnx
 
     s = {"street": dict(topk=300, iou=0.7, norm=True, agnostic=False),
          "single": dict(topk=50, iou=0.7, norm=False, agnostic=False),
@@ -124,7 +124,7 @@ def test_fp16_graphs_run_and_stay_close_to_fp32(built):
     """FP16 input, FP32 outputs; measured against FP32 on a detecting model (thresholds stated here)."""
     import onnx
 
-    from pipeline.yolo_onnx import run_onnx
+    from pipeline.tooling.onnx_tools import run as run_onnx
 
     raw16 = built.path("pytorch_models/street.fp16.onnx")
     m = onnx.load(str(raw16))
@@ -151,9 +151,9 @@ def test_fp16_graphs_run_and_stay_close_to_fp32(built):
                                                                         onnx.TensorProto.FLOAT,
                                                                         onnx.TensorProto.FLOAT, onnx.TensorProto.INT32]
     n32, b32, s32, c32 = e2e(built, "street", x)
-    from pipeline.efficient_nms import cpu_session
+    from pipeline.tooling.efficient_nms import cpu_session
     n16, b16, s16, c16 = cpu_session(e16).run(None, {"images": x.astype(np.float16)})
-    from pipeline.efficient_nms import _iou
+    from pipeline.tooling.efficient_nms import _iou
     best = []
     for i in range(len(x)):
         # Every confident FP32 detection against the FP16 detections of the same class, and back.

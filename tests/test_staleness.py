@@ -92,14 +92,23 @@ def test_touching_a_checkpoint_without_changing_it_rebuilds_nothing(proj):
 
 
 def test_editing_export_code_rebuilds_that_kind(proj):
-    code = proj.path("pipeline/yolo_onnx.py")
-    code.write_text(code.read_text() + "\n# a comment changes the code's hash\n")
+    code = proj.path("pipeline/builders/raw_onnx.py")
+    code.write_text(code.read_text() + "\n_EDITED = True  # code Python runs: a new hash\n")
+    info = proj.doit("info", "manifest=manifests/two.yaml", "export_onnx:alpha")
+    assert "code.pipeline/builders/raw_onnx.py:" in info.out, info.out
     run = proj.doit("manifest=manifests/two.yaml")
     assert run.rc == 0
     # Byte-identical ONNX output: configs stay up to date (their input's content did not change).
     assert run.executed == {"export_onnx:alpha", "export_onnx:beta"}, run.text
     info = proj.doit("info", "manifest=manifests/two.yaml", "export_onnx:alpha")
     assert "up-to-date" in info.out
+
+
+def test_comments_and_docstrings_rebuild_nothing(proj):
+    code = proj.path("pipeline/builders/raw_onnx.py")
+    text = code.read_text().replace('"""Step builder: export,', '"""Step builder (reworded docstring): export,')
+    code.write_text("# a new comment at the top\n" + text.replace("\n\n\ndef export", "\n\n\n# and here\ndef export"))
+    assert proj.doit("manifest=manifests/two.yaml").executed == set()
 
 
 def test_tool_version_change_rebuilds_dependent_steps(proj):

@@ -45,9 +45,9 @@ def test_graph_picture_coloured_by_status(built):
     run = built.doit("graph", "--out", "graph.svg", "manifest=manifests/m.yaml")
     assert run.rc == 0, run.text
     dot = built.path("graph.dot").read_text()
-    assert '"export_onnx:mine" [fillcolor="#b7e4b9"]' in dot  # up to date: green
-    assert '"config:mine" [fillcolor="#ffcc80"]' in dot       # stale: orange
-    assert '"inspect:mine" -> "export_onnx:mine"' in dot and '"onnx:mine" [fillcolor="#dddddd"]' in dot
+    assert '"export_onnx:mine" [fillcolor="#b7e4b9", label="export_onnx:mine\\npipeline/builders/raw_onnx.py"]' in dot
+    assert '"config:mine" [fillcolor="#ffcc80"' in dot       # stale: orange
+    assert '"inspect:mine" -> "export_onnx:mine"' in dot and '"onnx:mine" [fillcolor="#dddddd"' in dot
     if shutil.which("dot"):
         assert built.path("graph.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
 
@@ -63,7 +63,7 @@ def test_clean_is_previewable_and_keeps_user_files(built):
     assert built.path("mine.pt").exists() and built.path("manifests/m.yaml").exists()
 
 
-def test_builtins_lists_the_seed_table(project):
+def test_builtins_lists_the_documented_sizes(project):
     run = project.doit("builtins", "--json")
     rows = json.loads(run.out)
     assert [(r["triton_name"], r["max_batch"]) for r in rows] == [

@@ -76,7 +76,7 @@ def run_plan(path, x: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def test_raw_plan_matches_onnxruntime_within_fp16_tolerance(built):
-    from pipeline.yolo_onnx import run_onnx
+    from pipeline.tooling.onnx_tools import run as run_onnx
 
     x = np.random.default_rng(1).random((3, 3, IMGSZ, IMGSZ), dtype=np.float32)
     want = run_onnx(built.path("models/street/1/model.onnx"), {"images": x})[0]
@@ -86,7 +86,7 @@ def test_raw_plan_matches_onnxruntime_within_fp16_tolerance(built):
 
 
 def test_end2end_plan_detections_match_onnx_end2end(built):
-    from pipeline.efficient_nms import _iou, cpu_session
+    from pipeline.tooling.efficient_nms import _iou, cpu_session
 
     x = np.random.default_rng(2).random((3, 3, IMGSZ, IMGSZ), dtype=np.float32)
     n1, b1, s1, c1 = cpu_session(built.path("models/street_end2end/1/model.onnx")).run(None, {"images": x})

@@ -47,8 +47,8 @@ def folders(repo):
 def test_every_folder_loads_and_answers_like_onnxruntime(repo, server):
     import tritonclient.http as http
 
-    from pipeline.efficient_nms import cpu_session
-    from pipeline.yolo_onnx import run_onnx
+    from pipeline.tooling.efficient_nms import cpu_session
+    from pipeline.tooling.onnx_tools import run as run_onnx
 
     names = folders(repo)
     assert {"smoke_yolo11n", "smoke_yolo11n_end2end", "mobileclip2_s2_image_encoder_onnx",

@@ -5,7 +5,7 @@
 * The real onnxruntime and tensorrt backends are not obtainable here. A Python-based backend at
   `backends/onnxruntime/model.py` (Triton's "Python-based backend" mechanism) stands in for the first:
   the unchanged `onnxruntime_onnx` folders load and really run through onnxruntime; End2End graphs run
-  their EfficientNMS_TRT node through the project's NumPy reference (pipeline/efficient_nms.py).
+  their EfficientNMS_TRT node through the project's NumPy reference (pipeline/tooling/efficient_nms.py).
 * Loopback only, free ports, explicit model control, strict config validation
   (`--disable-auto-complete-config`), stopped by PID whatever happens.
 """

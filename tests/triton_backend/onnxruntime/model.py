@@ -3,7 +3,7 @@
 Triton's real onnxruntime backend is not obtainable here. Placed at `backends/onnxruntime/model.py`,
 this lets the pipeline's unchanged `platform: "onnxruntime_onnx"` folders load and run: the graph runs
 in onnxruntime (CPU); a graph with an EfficientNMS_TRT node runs it through the project's NumPy
-reference of the plugin (pipeline/efficient_nms.py, via onnxruntime-extensions).
+reference of the plugin (pipeline/tooling/efficient_nms.py, via onnxruntime-extensions).
 """
 import json
 import os
@@ -26,7 +26,7 @@ class TritonPythonModel:
         graph = onnx.load(path)
         if any(n.op_type == "EfficientNMS_TRT" for n in graph.graph.node):
             sys.path.insert(0, os.environ["PIPELINE_ROOT"])
-            from pipeline.efficient_nms import cpu_session
+            from pipeline.tooling.efficient_nms import cpu_session
             self.session = cpu_session(graph)
         else:
             self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])

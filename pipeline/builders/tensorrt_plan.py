@@ -1,4 +1,4 @@
-"""TensorRT plans (Tracks B and C) from the FP16 (or FP32) ONNX graphs, for TensorRT 10.x and 11.x.
+"""TensorRT plans (the `trt` and `trt_end2end` formats, and the encoder plans) from the FP16 (or FP32) ONNX graphs, for TensorRT 10.x and 11.x.
 
 NEVER EXECUTED AGAINST A REAL TENSORRT IN THIS PROJECT. TensorRT cannot be installed on any machine we
 build on (its libraries download from a host nobody reaches). What is checked, in CI:
@@ -20,11 +20,16 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .errors import UserError
-from .runner import StepContext
+from ..declarations import layout
+from ..engine.errors import UserError
+from ..engine.tools import gpu
 
-LOCK_DIR = Path(".pipeline") / "locks"
+if TYPE_CHECKING:
+    from ..engine.context import StepContext
+
+LOCK_DIR = Path(layout.GPU_LOCKS)
 
 
 def cache_dir() -> Path:
@@ -35,7 +40,7 @@ def cache_dir() -> Path:
 
 
 def profile_shapes(input_shape, max_batch: int) -> dict[str, tuple[int, ...]]:
-    """The seed's dynamic batch profile: min 1, opt max_batch // 2, max max_batch."""
+    """The documented dynamic batch profile: min 1, opt max_batch // 2, max max_batch."""
     rest = tuple(int(d) for d in input_shape[1:])
     if any(d <= 0 for d in rest):
         raise RuntimeError(f"only the batch dimension may be dynamic, got {tuple(input_shape)}")
@@ -99,21 +104,19 @@ def _progress(trt):
 
 
 def build(ctx: StepContext) -> dict:
-    """Step builder (runs in its own process, see runner.Step.isolate)."""
-    from .gpu import gpu
-
+    """Step builder (runs in its own process, see engine/step.py `isolate`)."""
     trt = _import_tensorrt()
     device = gpu()
     if device is None:
-        raise UserError("no NVIDIA GPU is visible (nvidia-smi found none)", key=ctx.model["key"],
+        raise UserError("no NVIDIA GPU is visible (nvidia-smi found none)", key=ctx.key,
                         fix="build TensorRT plans on the GPU that will serve them")
     version = str(trt.__version__)
     major = int(version.split(".")[0])
     if major not in (10, 11):
-        raise UserError(f"TensorRT {version} is not supported (10.x and 11.x are)", key=ctx.model["key"],
+        raise UserError(f"TensorRT {version} is not supported (10.x and 11.x are)", key=ctx.key,
                         fix="install TensorRT 10.x or 11.x, the same version as your Triton server's")
-    s = ctx.settings
-    onnx_path = ctx.inputs[0]
+    precision, max_batch, workspace_gb = ctx.param("precision"), ctx.param("max_batch"), ctx.param("workspace_gb")
+    onnx_path = ctx.input("onnx")
 
     logger = trt.Logger(trt.Logger.WARNING)
     trt.init_libnvinfer_plugins(logger, "")  # registers EfficientNMS_TRT
@@ -124,16 +127,16 @@ def build(ctx: StepContext) -> dict:
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise UserError(f"TensorRT {version} could not parse {onnx_path}: {errors}", key=ctx.model["key"],
+        raise UserError(f"TensorRT {version} could not parse {onnx_path}: {errors}", key=ctx.key,
                         fix="check the TensorRT version against the ONNX opset (17) and report the parser error")
     notes = []
-    if major == 10 and s["precision"] == "fp16" and not builder.platform_has_fast_fp16:
+    if major == 10 and precision == "fp16" and not builder.platform_has_fast_fp16:
         notes.append("this GPU has no fast FP16: the FP16 engine will be slow")
 
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(s["workspace_gb"] * (1 << 30)))
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     inp = network.get_input(0)
-    shapes = profile_shapes(inp.shape, s["max_batch"])
+    shapes = profile_shapes(inp.shape, max_batch)
     profile = builder.create_optimization_profile()
     profile.set_shape(inp.name, shapes["min"], shapes["opt"], shapes["max"])
     config.add_optimization_profile(profile)
@@ -148,18 +151,18 @@ def build(ctx: StepContext) -> dict:
         plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise UserError(f"TensorRT {version} failed to build an engine from {onnx_path} (see its log above)",
-                        key=ctx.model["key"], fix="lower max_batch or workspace_gb if it ran out of memory")
-    ctx.out().write_bytes(bytes(plan))
+                        key=ctx.key, fix="lower max_batch or workspace_gb if it ran out of memory")
+    ctx.output().write_bytes(bytes(plan))
     _save_timing_cache(config, cache_file)
 
-    engine = trt.Runtime(logger).deserialize_cuda_engine(ctx.out().read_bytes())
+    engine = trt.Runtime(logger).deserialize_cuda_engine(ctx.output().read_bytes())
     if engine is None:
         raise RuntimeError("the plan just built does not deserialize")
     io = [(engine.get_tensor_name(i), str(engine.get_tensor_dtype(engine.get_tensor_name(i))),
            str(engine.get_tensor_mode(engine.get_tensor_name(i)))) for i in range(engine.num_io_tensors)]
     return {"tensorrt": version, "gpu": device["name"], "compute_capability": device["compute_capability"],
             "strongly_typed": True, "profile": {k: list(v) for k, v in shapes.items()},
-            "workspace_bytes": int(s["workspace_gb"] * (1 << 30)), "onnx": str(onnx_path), "io": io,
+            "workspace_bytes": int(workspace_gb * (1 << 30)), "onnx": str(onnx_path), "io": io,
             "timing_cache": str(cache_file), "notes": notes, "deserialized": True}
 
 

@@ -2,8 +2,8 @@
 
 A no-op `doit` must cost little more than doit's own startup, and importing pydantic + yaml alone costs
 about as much as doit itself. So the schema module (`manifest.py`) runs only when the manifest text, the
-`custom=` value or the schema code changed; otherwise the resolved records come from
-`.pipeline/manifests/<key>.json`. Invalid manifests are never cached.
+`custom=` value or the schema's code (its import closure, engine/codedeps.py) changed; otherwise the resolved records come
+from `.pipeline/manifests/<key>.json`. Invalid manifests are never cached.
 """
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import json
 import os
 from pathlib import Path
 
-from .errors import UserError
+from ..engine import codedeps
+from ..engine.errors import UserError
+from . import layout
 
-CACHE_DIR = Path(".pipeline") / "manifests"
-_SCHEMA = Path(__file__).with_name("manifest.py")
+CACHE_DIR = Path(layout.MANIFEST_CACHE)
 
 
 def load_models(manifest: str, custom: str | None, root: Path, explicit_manifest: bool = True) -> list[dict]:
@@ -27,7 +28,7 @@ def load_models(manifest: str, custom: str | None, root: Path, explicit_manifest
     standalone = bool(custom) and not explicit_manifest
     key = hashlib.sha256(b"\0".join([
         text, str(path.absolute()).encode(), (custom or "").encode(), b"standalone" if standalone else b"",
-        _SCHEMA.read_bytes(), str(root.absolute()).encode(),
+        json.dumps(codedeps.index().code(f"{__package__}.manifest")).encode(), str(root.absolute()).encode(),
     ])).hexdigest()[:24]
     cached = root / CACHE_DIR / f"{key}.json"
     if text and cached.exists():
@@ -55,30 +56,3 @@ def _check_inputs(records: list[dict], file: str) -> None:
                             key=f"{rec['key']}.weights",
                             fix="correct the path (relative paths start at the manifest's folder), use an open_clip "
                                 "pretrained tag such as dfndr2b, or 'untrained'")
-
-
-_LOCK = None
-
-
-def hold_build_lock(root: Path = Path(".")) -> None:
-    """One building doit per project at a time; a second one waits, saying why. Held until exit."""
-    import fcntl
-    import sys
-
-    global _LOCK
-    path = root / ".pipeline" / "build.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _LOCK = open(path, "a+")
-    try:
-        fcntl.flock(_LOCK, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        _LOCK.seek(0)
-        holder = _LOCK.read().strip() or "?"
-        sys.stderr.write(f"notice: another doit is building this project (pid {holder}); waiting for it to "
-                         "finish...\n")
-        sys.stderr.flush()
-        fcntl.flock(_LOCK, fcntl.LOCK_EX)
-    _LOCK.seek(0)
-    _LOCK.truncate()
-    _LOCK.write(str(os.getpid()))
-    _LOCK.flush()

@@ -8,51 +8,23 @@ from __future__ import annotations
 import io
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .errors import UserError
-from .runner import StepContext, sha256
-from .yolo_env import configure
+from ..engine.errors import UserError
+from ..engine.hashing import sha256
+from ..families.yolo import configure, load_detection_model
 
-configure()  # before anything imports ultralytics
+if TYPE_CHECKING:
+    from ..engine.context import StepContext
 
 MIN_FREE_BYTES = 500 * 2**20  # the largest built-in (yolo11x.pt) is ~110 MB; leave room for exports too
-
-
-def load_detection_model(pt: Path, key: str):
-    """Load an Ultralytics checkpoint as FP32 eval model; a clear UserError for anything else."""
-    configure()
-    from ultralytics.nn.tasks import load_checkpoint
-    from ultralytics.nn.modules.head import Detect
-
-    try:
-        model, _ = load_checkpoint(str(pt))
-    except (TypeError, ModuleNotFoundError, RuntimeError, EOFError, ValueError, KeyError, AttributeError,
-            AssertionError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"'{pt}' is not a loadable Ultralytics checkpoint ({first})", key=key,
-                        fix="re-download or re-export the file; it must be saved by Ultralytics (model.save() or "
-                            "training), not a bare state_dict, TorchScript or truncated copy") from None
-    head = model.model[-1] if hasattr(model, "model") else None
-    task = getattr(model, "task", "unknown")
-    if task != "detect" or type(head) is not Detect:
-        kind = {"segment": "segmentation", "pose": "pose", "obb": "oriented-box (OBB)",
-                "classify": "classification"}.get(task, task)
-        raise UserError(f"'{pt}' is a {kind} model ({type(head).__name__} head); this pipeline exports detection "
-                        "models only (the seed: segmentation, pose, OBB and classification are not supported)",
-                        key=key, fix="point it at a YOLO11 detection checkpoint (yolo11n/s/m/l/x.pt or one trained "
-                                     "from them)")
-    if getattr(head, "end2end", False):
-        raise UserError(f"'{pt}' has an NMS-free end-to-end head (YOLOv10/YOLO26 style), whose outputs are not the "
-                        "raw [B, 4+nc, anchors] tensor this pipeline serves", key=key,
-                        fix="use a YOLO11 (or YOLOv8) detection checkpoint")
-    return model
 
 
 def _describe(model, pt: Path, ctx: StepContext) -> dict:
     names = {int(k): str(v) for k, v in dict(model.names).items()}
     nc = int(model.model[-1].nc)
-    want_nc, want_names = ctx.model.get("num_classes"), ctx.model.get("class_names")
-    key = ctx.model["key"]
+    want_nc, want_names = ctx.param("num_classes"), ctx.param("class_names")
+    key = ctx.key
     if want_nc is not None and want_nc != nc:
         raise UserError(f"num_classes is {want_nc} but the checkpoint '{pt}' has {nc} classes",
                         key=f"{key}.num_classes", fix=f"set num_classes to {nc} or remove it (it is auto-detected)")
@@ -62,25 +34,25 @@ def _describe(model, pt: Path, ctx: StepContext) -> dict:
     final = list(want_names) if want_names else [names.get(i, f"class{i}") for i in range(nc)]
     return {"task": "detect", "num_classes": nc, "names": final, "checkpoint_names": [names.get(i, f"class{i}")
             for i in range(nc)], "stride": [float(s) for s in model.stride], "sha256": sha256(pt), "path": str(pt),
-            "untrained": bool(ctx.model.get("untrained"))}
+            "untrained": ctx.param("untrained")}
 
 
 def inspect(ctx: StepContext) -> dict:
     """A user's own checkpoint: read only, never copied or modified."""
-    pt = Path(ctx.model["pt"])
-    return _describe(load_detection_model(pt, f"{ctx.model['key']}.pt_file"), pt, ctx)
+    pt = ctx.input("checkpoint")
+    return _describe(load_detection_model(pt, f"{ctx.key}.pt_file"), pt, ctx)
 
 
 def download(ctx: StepContext) -> dict:
     """Built-in weights through Ultralytics' asset code (retries, .part files); skipped when present."""
-    final = ctx.outputs[0]
+    final, url = ctx.final("checkpoint"), ctx.param("url")
     if final.exists():
         ctx.keep(final)  # placed by hand or downloaded before: verify it, never delete it
-        return {**_describe(load_detection_model(final, ctx.model["key"]), final, ctx), "downloaded": False}
+        return {**_describe(load_detection_model(final, ctx.key), final, ctx), "downloaded": False}
     free = shutil.disk_usage(final.parent).free
     if free < MIN_FREE_BYTES:
         raise UserError(f"only {free // 2**20} MiB free in '{final.parent}', {MIN_FREE_BYTES // 2**20} MiB needed "
-                        f"to download {final.name}", key=ctx.model["key"], fix="free some disk space")
+                        f"to download {final.name}", key=ctx.key, fix="free some disk space")
     configure()
     from ultralytics.utils.downloads import attempt_download_asset
 
@@ -91,18 +63,17 @@ def download(ctx: StepContext) -> dict:
             got = Path(attempt_download_asset(str(staging / final.name), retry=3))
         except Exception as e:  # network failures surface as ConnectionError, timeouts, ...
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"could not download {final.name} from {ctx.model['url']} ({first})",
-                            key=ctx.model["key"],
+            raise UserError(f"could not download {final.name} from {url} ({first})", key=ctx.key,
                             fix=f"place the file at {final} yourself (the pipeline then verifies and uses it), or "
                                 f"build offline with manifest=manifests/smoke.yaml") from None
         if not got.is_file():
             raise UserError(f"Ultralytics did not produce {final.name} (no such release asset?)",
-                            key=ctx.model["key"], fix=f"place the file at {final} yourself")
-        shutil.move(str(got), ctx.out())
+                            key=ctx.key, fix=f"place the file at {final} yourself")
+        shutil.move(str(got), ctx.output())
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {**_describe(load_detection_model(ctx.out(), ctx.model["key"]), ctx.out(), ctx), "downloaded": True,
-            "url": ctx.model["url"], "path": str(final)}
+    return {**_describe(load_detection_model(ctx.output(), ctx.key), ctx.output(), ctx), "downloaded": True,
+            "url": url, "path": str(final)}
 
 
 def materialize(ctx: StepContext) -> dict:
@@ -113,12 +84,12 @@ def materialize(ctx: StepContext) -> dict:
     from ultralytics import YOLO
     from ultralytics.utils import ROOT
 
-    arch, m = ctx.model["arch"], ctx.model
-    nc = m["num_classes"] or (len(m["class_names"]) if m["class_names"] else 80)
+    arch, class_names = ctx.param("arch"), ctx.param("class_names")
+    nc = ctx.param("num_classes") or (len(class_names) if class_names else 80)
     cfg = yaml.safe_load((ROOT / "cfg/models/11/yolo11.yaml").read_text())
     cfg["nc"] = nc
     # The scale letter is read from the file name (yolo11n.yaml -> n), so the copy keeps the name.
-    cfg_dir = ctx.out().parent / f".{ctx.model['name']}.cfg"
+    cfg_dir = ctx.output().parent / f".{ctx.output().stem}.cfg"
     cfg_dir.mkdir(exist_ok=True)
     try:
         cfg_file = cfg_dir / f"{arch}.yaml"
@@ -127,16 +98,16 @@ def materialize(ctx: StepContext) -> dict:
         yolo = YOLO(str(cfg_file), task="detect")
     finally:
         shutil.rmtree(cfg_dir, ignore_errors=True)
-    names = m["class_names"] or [f"class{i}" for i in range(nc)]
+    names = class_names or [f"class{i}" for i in range(nc)]
     yolo.model.names = dict(enumerate(names))
     yolo.model.yaml["yaml_file"] = f"{arch}.yaml"
-    yolo.save(str(ctx.out()))
+    yolo.save(str(ctx.output()))
     # Model.save stamps the current date; fix it so the same manifest gives byte-identical weights and
     # a rebuild of this step does not cascade through every artifact made from them.
-    ckpt = torch.load(str(ctx.out()), map_location="cpu", weights_only=False)
+    ckpt = torch.load(str(ctx.output()), map_location="cpu", weights_only=False)
     ckpt["date"] = "untrained"
     buffer = io.BytesIO()  # torch names the zip's folder after the file: save unnamed (pid-free tmp name)
     torch.save(ckpt, buffer)
-    ctx.out().write_bytes(buffer.getvalue())
-    return {**_describe(load_detection_model(ctx.out(), ctx.model["key"]), ctx.out(), ctx),
-            "arch": arch, "path": str(ctx.outputs[0])}
+    ctx.output().write_bytes(buffer.getvalue())
+    return {**_describe(load_detection_model(ctx.output(), ctx.key), ctx.output(), ctx),
+            "arch": arch, "path": str(ctx.final())}

@@ -8,16 +8,22 @@ Made from the raw ONNX artifact rather than by re-tracing PyTorch, so the End2En
 the checked raw graph. The same surgery serves the FP32 graph (served by Triton) and the FP16 graph
 (compiled by TensorRT): NMS always sees FP32, so its outputs are FP32 whatever the backbone runs in.
 onnxruntime cannot run EfficientNMS_TRT; the check runs a copy through onnxruntime-extensions with
-the project's NumPy reference of the plugin (efficient_nms.py).
+the project's NumPy reference of the plugin (tooling/efficient_nms.py).
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .errors import UserError
-from .runner import StepContext
+from ..engine.errors import UserError
+from ..families import yolo
+from ..tooling import onnx_tools
+
+if TYPE_CHECKING:
+    from ..engine.context import StepContext
 
 OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
+NMS_PARAMS = ("topk", "iou", "conf", "normalize_boxes", "class_agnostic")
 
 
 def add_efficient_nms(raw, *, topk: int, iou: float, conf: float, normalize_boxes: bool, class_agnostic: bool):
@@ -25,8 +31,6 @@ def add_efficient_nms(raw, *, topk: int, iou: float, conf: float, normalize_boxe
     import numpy as np
     import onnx
     import onnx_graphsurgeon as gs
-
-    from .fp16_onnx import export_like
 
     graph = gs.import_onnx(raw)
     (images,), (out,) = graph.inputs, graph.outputs
@@ -59,7 +63,7 @@ def add_efficient_nms(raw, *, topk: int, iou: float, conf: float, normalize_boxe
                "box_coding": 1, "class_agnostic": int(bool(class_agnostic))}))
     graph.outputs = outputs
     graph.cleanup().toposort()
-    model = export_like(graph, raw)
+    model = onnx_tools.export_like(graph, raw)
     model.opset_import.append(onnx.helper.make_opsetid("TRT", 1))
     for k, v in {"end2end": "EfficientNMS_TRT", "box_format": "x1y1x2y2" + ("_normalized" if normalize_boxes
                                                                               else "_pixels")}.items():
@@ -67,19 +71,15 @@ def add_efficient_nms(raw, *, topk: int, iou: float, conf: float, normalize_boxe
     return model
 
 
-def nms_settings(settings: dict) -> dict:
-    return {k: settings[k] for k in ("topk", "iou", "conf", "normalize_boxes", "class_agnostic")}
-
-
 def build(ctx: StepContext) -> dict:
     """Step builder: surgery on the raw graph (FP32 or FP16), then the semantic check."""
     import onnx
 
-    raw = onnx.load(str(ctx.inputs[0]))
-    model = add_efficient_nms(raw, **nms_settings(ctx.settings))
-    onnx.save(model, str(ctx.out()))
-    onnx.checker.check_model(str(ctx.out()), full_check=True)  # strict shape inference included
-    return {**check_against_reference(ctx.inputs[0], ctx.out(), ctx.settings, ctx.model["key"]), "passed": True}
+    raw = onnx.load(str(ctx.input("onnx")))
+    nms = {k: ctx.param(k) for k in NMS_PARAMS}
+    onnx_tools.finish(add_efficient_nms(raw, **nms), ctx.output())
+    check = check_against_reference(ctx.input("onnx"), ctx.output(), {**nms, "imgsz": ctx.param("imgsz")}, ctx.key)
+    return {**check, "passed": True}
 
 
 def check_against_reference(raw_path: Path, e2e_path: Path, settings: dict, key: str) -> dict:
@@ -91,15 +91,12 @@ def check_against_reference(raw_path: Path, e2e_path: Path, settings: dict, key:
     import numpy as np
     import onnx
 
-    from .efficient_nms import cpu_session, efficient_nms
-    from .yolo_onnx import run_onnx, verification_images
+    from ..tooling.efficient_nms import cpu_session, efficient_nms
 
-    raw_model = onnx.load(str(raw_path))
-    dtype = np.float16 if raw_model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 \
-        else np.float32
+    dtype = onnx_tools.input_dtype(onnx.load(str(raw_path)))
     imgsz = settings["imgsz"]
-    x = verification_images(2, imgsz).numpy().astype(dtype)
-    pred = run_onnx(raw_path, {"images": x})[0].astype(np.float32).transpose(0, 2, 1)
+    x = yolo.verification_images(2, imgsz).numpy().astype(dtype)
+    pred = onnx_tools.run(raw_path, {"images": x})[0].astype(np.float32).transpose(0, 2, 1)
     boxes, scores = pred[..., :4], pred[..., 4:]
     if settings["normalize_boxes"]:
         boxes = boxes * np.array([1 / imgsz] * 4, np.float32)

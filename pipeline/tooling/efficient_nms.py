@@ -1,6 +1,6 @@
 """A NumPy reference of TensorRT's EfficientNMS_TRT plugin, and a way to run End2End graphs on a CPU.
 
-Semantics (TensorRT's efficientNMSPlugin kernels, NOTES.md):
+Semantics (read from TensorRT's efficientNMSPlugin kernel sources, github.com/NVIDIA/TensorRT, plugin/efficientNMSPlugin):
 * every (anchor, class) pair whose score is >= score_threshold is a candidate (multi-label);
 * only the 4096 best candidates enter NMS (sorted by score, descending);
 * a candidate is suppressed when its IoU with an already kept box is >= iou_threshold — per class,
@@ -18,8 +18,6 @@ from __future__ import annotations
 import numpy as np
 
 MAX_CANDIDATES = 4096
-ATTRS = ("score_threshold", "iou_threshold", "max_output_boxes", "background_class", "score_activation",
-         "box_coding", "class_agnostic")
 
 
 def efficient_nms(boxes: np.ndarray, scores: np.ndarray, *, score_threshold: float, iou_threshold: float,

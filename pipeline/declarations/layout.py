@@ -1,13 +1,27 @@
-"""Where every artifact lives: the seed's naming convention in one place."""
+"""Where every artifact lives, and what every Triton folder is called: the only module that knows paths.
+
+The names follow the documented Model Export Scripts: `models/<name>_trt/1/model.plan`,
+`models/<name>_end2end/1/model.onnx`, intermediates in `pytorch_models/`. Nothing imports heavy here.
+"""
 from __future__ import annotations
 
 FORMATS = ("onnx", "onnx_end2end", "trt", "trt_end2end")
-# Triton folder of each format, from the model's base name (the seed's names). MobileCLIP2 encoders:
-# the plan folder has the seed's name; the ONNX variant gets "_onnx" so the two can never collide.
+ENCODER_FORMATS = ("onnx", "trt")
+# Triton folder of each format, from the model's base name. MobileCLIP2 encoders: the plan folder has the
+# documented name; the ONNX variant gets "_onnx" so the two can never collide.
 FOLDER_SUFFIX = {"yolo": {"onnx": "", "onnx_end2end": "_end2end", "trt": "_trt", "trt_end2end": "_trt_end2end"},
                  "clip": {"onnx": "_onnx", "trt": ""}}
-MODELS = "models"
-WORK = "pytorch_models"
+MODELS = "models"                # the Triton model repository (output)
+WORK = "pytorch_models"          # weights and intermediates
+
+# Build state, all under one git-ignored folder of the project.
+STATE = ".pipeline"
+MANIFEST_CACHE = f"{STATE}/manifests"          # validated manifests, by content
+CODE_INDEX = f"{STATE}/code-index.json"        # per-module AST hashes and imports (engine/codedeps.py)
+ARTIFACT_CACHE = f"{STATE}/artifact-cache"     # default artifact cache
+BUILD_LOCK = f"{STATE}/build.lock"
+GPU_LOCKS = f"{STATE}/locks"
+ULTRALYTICS_CONFIG = f"{STATE}/ultralytics"    # YOLO_CONFIG_DIR: settings stay inside the project
 
 
 def family(model: dict) -> str:
@@ -20,6 +34,15 @@ def folder(model: dict, fmt: str) -> str:
 
 def folder_path(model: dict, fmt: str) -> str:
     return f"{MODELS}/{folder(model, fmt)}"
+
+
+def builtin_checkpoint(file_name: str) -> str:
+    """Built-in weights (yolo11s.pt, ...) are downloaded here."""
+    return f"{WORK}/{file_name}"
+
+
+def untrained_checkpoint(name: str) -> str:
+    return f"{WORK}/{name}.untrained.pt"
 
 
 def checkpoint_record(model: dict) -> str:
@@ -50,7 +73,7 @@ def wants_end2end_onnx(model: dict) -> bool:
 
 
 def wants_fp16(model: dict) -> bool:
-    """FP16 graphs exist for the TensorRT tracks when the model's precision is fp16."""
+    """FP16 graphs exist for the TensorRT formats when the model's precision is fp16."""
     s = model["settings"]
     return s["precision"] == "fp16" and any(f in s["formats"] for f in ("trt", "trt_end2end"))
 
@@ -74,12 +97,21 @@ def plan(model: dict, fmt: str) -> str:
     return f"{folder_path(model, fmt)}/1/model.plan"
 
 
+def served_onnx(model: dict) -> str:
+    return f"{folder_path(model, 'onnx')}/1/model.onnx"
+
+
 def clip_record(model: dict) -> str:
     return f"{WORK}/{model['encoder']}.clip.json"
 
 
+def clip_download_dir(model: dict) -> str:
+    """Where open_clip downloads a pretrained tag's weights (a download: `doit clean` keeps it)."""
+    return f"{WORK}/{model['encoder']}"
+
+
 def encoder_onnx(model: dict) -> str:
-    """The seed's intermediates: pytorch_models/<name>_{image,text}_encoder.onnx."""
+    """The documented intermediates: pytorch_models/<name>_{image,text}_encoder.onnx."""
     return f"{WORK}/{model['name']}.onnx"
 
 

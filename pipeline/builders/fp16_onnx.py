@@ -6,14 +6,20 @@ converter, shipped inside the onnxruntime we already pin), on the checked FP32 g
   coordinates near 640 px have a resolution of 0.5 px;
 * ModelOpt AutoCast: its `[onnx]` extra pins an older onnx and onnxruntime-gpu;
 * onnxconverter-common itself: the same code, one more dependency.
+The converter itself is shared ONNX tooling (tooling/onnx_tools.py); what is YOLO-specific is here.
 The backbone and the head's convolutions become FP16; the Detect head's decoding (reshape, DFL softmax,
 anchors x stride) is kept FP32 by name (`node_block_list`), so `output0` is FP32 with FP32 box math.
-The input `images` is FP16, as the seed's config.pbtxt says (TYPE_FP16).
+The input `images` is FP16, as the documented TensorRT config.pbtxt says (TYPE_FP16).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-from .runner import StepContext
+from ..families import yolo
+from ..tooling import onnx_tools
+
+if TYPE_CHECKING:
+    from ..engine.context import StepContext
 
 
 def head_prefix(model) -> str:
@@ -23,34 +29,12 @@ def head_prefix(model) -> str:
     return producer.name.rsplit("/", 1)[0] + "/"
 
 
-def export_like(graph, like):
-    """A graphsurgeon graph back to a ModelProto with the IR version and metadata of `like` (graphsurgeon
-    drops the metadata: the untrained marker, class names...)."""
-    import onnx_graphsurgeon as gs
-
-    out = gs.export_onnx(graph)
-    out.ir_version = like.ir_version
-    del out.metadata_props[:]
-    out.metadata_props.extend(like.metadata_props)
-    return out
-
-
-def convert_fp16(model, keep_io_types, node_block_list=None):
-    """onnxruntime's float16 converter, then topological order (it appends the Casts it inserts at the
-    end of the node list) and the source's IR version and metadata."""
-    import onnx_graphsurgeon as gs
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    fp16 = convert_float_to_float16(model, keep_io_types=keep_io_types, node_block_list=node_block_list)
-    return export_like(gs.import_onnx(fp16).toposort(), model)
-
-
 def to_fp16(model):
     """The YOLO graph: FP16 but for the Detect head's decoding (and so output0), kept FP32."""
     prefix = head_prefix(model)
     convs = tuple(prefix + c for c in ("cv2", "cv3"))  # the head's learned convolutions: FP16 like the rest
     decode = [n.name for n in model.graph.node if n.name.startswith(prefix) and not n.name.startswith(convs)]
-    return convert_fp16(model, keep_io_types=[model.graph.output[0].name], node_block_list=decode)
+    return onnx_tools.convert_fp16(model, keep_io_types=[model.graph.output[0].name], node_block_list=decode)
 
 
 def convert(ctx: StepContext) -> dict:
@@ -58,15 +42,13 @@ def convert(ctx: StepContext) -> dict:
     import numpy as np
     import onnx
 
-    from .yolo_onnx import run_onnx, verification_images
-
-    fp32 = onnx.load(str(ctx.inputs[0]))
+    source = ctx.input("onnx")
+    fp32 = onnx.load(str(source))
     fp16 = to_fp16(fp32)
-    onnx.save(fp16, str(ctx.out()))
-    onnx.checker.check_model(str(ctx.out()), full_check=True)
-    x = verification_images(2, ctx.settings["imgsz"]).numpy()
-    a = run_onnx(ctx.inputs[0], {"images": x})[0]
-    b = run_onnx(ctx.out(), {"images": x.astype(np.float16)})[0]
+    onnx_tools.finish(fp16, ctx.output())
+    x = yolo.verification_images(2, ctx.param("imgsz")).numpy()
+    a = onnx_tools.run(source, {"images": x})[0]
+    b = onnx_tools.run(ctx.output(), {"images": x.astype(np.float16)})[0]
     if b.dtype != np.float32 or b.shape != a.shape:
         raise RuntimeError(f"FP16 graph output is {b.dtype} {b.shape}, expected float32 {a.shape}")
     return {"compared_with": "the FP32 graph (onnxruntime CPU)", "batch": 2,
@@ -78,4 +60,3 @@ def convert(ctx: StepContext) -> dict:
             "note": "onnxruntime's CPU provider upcasts FP16 ops it has no kernel for, rounding each "
                     "intermediate tensor back to FP16: close to, not the same as, TensorRT's FP16 arithmetic. "
                     "No tolerance here (it depends on the weights); tests bound it on a detecting model"}
-

@@ -25,6 +25,11 @@ class UserError(Exception):
         return textwrap.fill(str(self), width=100, break_long_words=False, break_on_hyphens=False)
 
 
+class UndeclaredRead(RuntimeError):
+    """A builder read a parameter, input or output its step does not declare: a staleness hole (the
+    value would not make the artifact stale, nor change its recipe). A bug of the pipeline, not the user's."""
+
+
 def exit_with(error: UserError, code: int = 2) -> None:
     """Print the paragraph on stderr and leave with a non-zero status (used while loading dodo.py)."""
     sys.stderr.write(f"error: {error.paragraph}\n")

@@ -1,18 +1,42 @@
-"""Which TensorRT and which GPU, known without importing tensorrt or initialising CUDA.
+"""Installed tool versions, TensorRT and the GPU, known without importing the tools or initialising CUDA.
 
-dodo.py needs both to decide whether a plan is stale (an engine runs only on the TensorRT version and
-compute capability that built it), but the process that loads dodo.py must never touch CUDA: doit
-forks its workers from it with `-n N`. So: the TensorRT version from its dist-info, the GPU from
-`nvidia-smi` (first visible device), both cached for the process.
+dodo.py must not import torch to learn its version, nor touch CUDA: doit forks its `-n N` workers from
+the process that loads it.
+
+`*.dist-info` folder names carry the normalised name and version (PEP 427/627); listing the
+site-packages folders is sub-millisecond, unlike importlib.metadata's scans.
 """
 from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
+import sys
 
-from .versions import installed
+
+@functools.lru_cache(maxsize=1)
+def installed() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for entry in sys.path:
+        if not entry.endswith(("site-packages", "dist-packages")) or not os.path.isdir(entry):
+            continue
+        for name in os.listdir(entry):
+            if name.endswith(".dist-info"):
+                dist, _, version = name[: -len(".dist-info")].partition("-")
+                found.setdefault(normalise(dist), version)
+    return found
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def versions(*tools: str) -> dict[str, str]:
+    """{tool: version or 'absent'} for the named distributions (PyPI names)."""
+    have = installed()
+    return {t: have.get(normalise(t), "absent") for t in tools}
 
 # Where the `tensorrt` module can come from: NVIDIA's meta package, the per-CUDA packages, the bindings.
 TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt_cu13_bindings", "tensorrt_cu12_bindings", "tensorrt_cu13",

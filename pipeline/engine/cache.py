@@ -1,9 +1,10 @@
 """Recipe hashes and the content-addressed artifact cache.
 
-A step's **recipe** is the SHA-256 of everything that decides its outputs: the builder, the model's
-manifest record, the parameters and tool versions it declares (TensorRT version and compute capability
-for plans), the content of the code that makes it, and the content of its inputs (by position, not
-path: a clone elsewhere has the same recipes). It is written into the step's record.
+A step's **recipe** is the SHA-256 of everything that decides its outputs: the builder, the parameters
+it declares, the versions of the tools its code imports (plus TensorRT version and GPU for plans), the
+executable code of its import closure (engine/codedeps.py), and the content of its named inputs — not
+their paths: a clone elsewhere has the same recipes. It is written into the step's record. A builder
+can read nothing else (engine/context.py), so equal recipes mean equal artifacts.
 
 Before building, the runner asks, in order:
 1. are the outputs already here, recorded with this recipe and with the recorded SHA-256? (a restored
@@ -25,26 +26,21 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT = ".pipeline/artifact-cache"
+from ..declarations import layout
+from .hashing import sha256
+
+DEFAULT = layout.ARTIFACT_CACHE
 
 
 def warn(message: str) -> None:
     sys.stderr.write(f"warning: artifact cache: {message}\n")
 
 
-# Record fields that name where things are, not what they are (their content is in the inputs).
-_PLACES = ("manifest", "key", "pt", "url")
-
-
-def recipe(spec: dict, input_hashes: list[str], code_hashes: dict[str, str]) -> str:
-    """Builders read the whole model record (role, names, settings...), so all of it is in the recipe,
-    but for the fields that only say where a file is: a clone elsewhere gets the same recipes."""
-    model = {k: v for k, v in spec["model"].items() if k not in _PLACES}
-    if model.get("weights_source") == "file":
-        model.pop("weights")
-    doc = {"builder": spec["builder"], "params": spec["params"], "model": model,
-           "code": sorted(code_hashes.values()), "inputs": input_hashes,
-           "outputs": [Path(o).name for o in spec["outputs"]]}
+def recipe(spec: dict, input_hashes: dict[str, str]) -> str:
+    """The recipe of a runner spec (step.py), given the SHA-256 of each named input."""
+    doc = {"builder": spec["builder"], "params": spec["params"], "tools": spec["tools"],
+           "code": spec["code"], "inputs": input_hashes,
+           "outputs": {name: Path(p).name for name, p in spec["outputs"].items()}}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -93,8 +89,6 @@ class ArtifactCache:
 
     def restore(self, key: str, outputs: list[Path], record: Path | None, tmp_for) -> bool:
         """Copy a verified entry into place (temp file + rename). False when absent or unusable."""
-        from .runner import sha256
-
         d = self._dir(key)
         try:
             if not self.fs.exists(f"{d}/index.json"):
@@ -127,8 +121,6 @@ class ArtifactCache:
         return True
 
     def store(self, key: str, outputs: list[Path], record: Path | None) -> None:
-        from .runner import sha256
-
         d = self._dir(key)
         tmp_dir = f"{d}.tmp-{os.getpid()}"
         try:

@@ -1,7 +1,7 @@
 """The manifest schema: what a user may write, validated with pydantic, resolved to plain model records.
 
-Imported only when a manifest is new or changed (see `plan.py`): pydantic and yaml cost more than a
-no-op `doit` may spend.
+Imported only when a manifest is new or changed (see `manifest_cache.py`): pydantic and yaml cost more
+than a no-op `doit` may spend. Every key, its default and its allowed values: manifests/README.md.
 """
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model,
                       field_validator, model_validator)
 
-from .errors import UserError
-from .layout import FOLDER_SUFFIX, FORMATS
+from ..engine.errors import UserError
+from . import layout
+from .layout import ENCODER_FORMATS, FORMATS
 
-# The seed's table: size -> (checkpoint letter, max_batch). topk 300 for all.
+# The documented built-in sizes: size -> (checkpoint letter, max_batch). topk 300 for all.
 BUILTIN_SIZES: dict[str, tuple[str, int]] = {
     "nano": ("n", 128), "small": ("s", 64), "medium": ("m", 32), "large": ("l", 16), "xlarge": ("x", 8),
 }
@@ -25,19 +26,25 @@ BUILTIN_RELEASE_URL = "https://github.com/ultralytics/assets/releases/download/v
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_RE)]
-Format = Literal["onnx", "onnx_end2end", "trt", "trt_end2end"]
+Format = Literal[FORMATS]
+EncoderFormat = Literal[ENCODER_FORMATS]
+# Each numeric rule is declared once; the schema and the error messages both read it.
+OPSET_MIN, OPSET_MAX = 14, 20
+Opset = Annotated[int, Field(ge=OPSET_MIN, le=OPSET_MAX)]
+IMGSZ_MIN, IMGSZ_MAX = 32, 4096
+TOPK_MAX = 4096  # EfficientNMS_TRT keeps at most 4096 candidates
 
 # A short "what is allowed" per key: it becomes the fix in error messages.
 CLIP_MODELS = ("MobileCLIP2-S2", "MobileCLIP2-B")
 ALLOWED = {
-    "imgsz": "a multiple of 32 between 32 and 4096 (the seed uses 640)",
-    "precision": "'fp16' (the seed's default) or 'fp32'",
+    "imgsz": f"a multiple of 32 between {IMGSZ_MIN} and {IMGSZ_MAX} (YOLO11's standard is 640)",
+    "precision": "'fp16' (the default) or 'fp32'",
     "iou": "a number in (0, 1], e.g. 0.7",
     "conf": "a number in [0, 1], e.g. 0.25",
-    "topk": "an integer from 1 to 4096 (EfficientNMS_TRT keeps at most 4096 candidates); the seed uses 300",
+    "topk": f"an integer from 1 to {TOPK_MAX} (EfficientNMS_TRT keeps at most {TOPK_MAX} candidates); default 300",
     "max_batch": "a positive integer, e.g. 32",
-    "formats": f"a list drawn from {', '.join(FORMATS)} (encoders: onnx, trt)",
-    "opset": "an ONNX opset from 13 to 20 (17 is what TensorRT 10/11 parse best)",
+    "formats": f"a list drawn from {', '.join(FORMATS)} (encoders: {', '.join(ENCODER_FORMATS)})",
+    "opset": f"an ONNX opset from {OPSET_MIN} to {OPSET_MAX} (17 is what TensorRT 10/11 parse best)",
     "workspace_gb": "a positive number of GiB, e.g. 4",
     "normalize_boxes": "true or false",
     "class_agnostic": "true or false",
@@ -80,12 +87,12 @@ class Settings(Strict):
     precision: Literal["fp16", "fp32"] = "fp16"
     iou: Annotated[float, Field(gt=0, le=1)] = 0.7
     conf: Annotated[float, Field(ge=0, le=1)] = 0.25
-    topk: Annotated[int, Field(ge=1, le=4096)] = 300
+    topk: Annotated[int, Field(ge=1, le=TOPK_MAX)] = 300
     normalize_boxes: bool = True
     class_agnostic: bool = False
     max_batch: Annotated[int, Field(gt=0)] = 32
     formats: list[Format] = Field(default_factory=lambda: list(FORMATS))
-    opset: Annotated[int, Field(ge=13, le=20)] = 17
+    opset: Opset = 17
     workspace_gb: Annotated[float, Field(gt=0)] = 4.0
     save_labels: bool = True
     dynamic_batching: DynamicBatching = DynamicBatching()
@@ -94,8 +101,8 @@ class Settings(Strict):
     @field_validator("imgsz")
     @classmethod
     def _imgsz(cls, v: int) -> int:
-        if v % 32 or not 32 <= v <= 4096:
-            raise ValueError(f"{v} is not a multiple of 32 between 32 and 4096")
+        if v % 32 or not IMGSZ_MIN <= v <= IMGSZ_MAX:
+            raise ValueError(f"{v} is not a multiple of 32 between {IMGSZ_MIN} and {IMGSZ_MAX}")
         return v
 
     @field_validator("formats")
@@ -130,15 +137,15 @@ class ModelEntry(BuiltinEntry):
 
 
 class EncoderEntry(Strict):
-    """A MobileCLIP2 model: an image and a text encoder (Track E)."""
+    """A MobileCLIP2 model: an image and a text encoder (visual search)."""
     model: Literal["MobileCLIP2-S2", "MobileCLIP2-B"] = "MobileCLIP2-S2"
     # open_clip pretrained tag (downloaded by open_clip), a local checkpoint file, or 'untrained'.
     weights: Annotated[str, StringConstraints(min_length=1)] = "dfndr2b"
-    formats: list[Literal["onnx", "trt"]] = Field(default_factory=lambda: ["onnx", "trt"])
+    formats: list[EncoderFormat] = Field(default_factory=lambda: list(ENCODER_FORMATS))
     image_max_batch: Annotated[int, Field(gt=0)] = 128
     text_max_batch: Annotated[int, Field(gt=0)] = 64
     precision: Literal["fp16", "fp32"] = "fp16"
-    opset: Annotated[int, Field(ge=14, le=20)] = 17
+    opset: Opset = 17
     workspace_gb: Annotated[float, Field(gt=0)] = 4.0
     dynamic_batching: DynamicBatching = DynamicBatching()
     instance_group: InstanceGroup = InstanceGroup()
@@ -148,7 +155,7 @@ class EncoderEntry(Strict):
     def _formats(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("the list is empty")
-        return [f for f in ("onnx", "trt") if f in v]
+        return [f for f in ENCODER_FORMATS if f in v]
 
 
 class Manifest(Strict):
@@ -217,7 +224,8 @@ def _allowed_keys(loc: list[str]) -> str:
 
 
 def parse_custom(value: str) -> dict[str, dict[str, Any]]:
-    """`path[:name[:batch]]`, several separated by commas -> manifest `models:` entries (the seed's CLI form)."""
+    """`path[:name[:batch]]`, several separated by commas -> manifest `models:` entries (the documented
+    `--custom-model` form)."""
     entries: dict[str, dict[str, Any]] = {}
     for item in filter(None, (s.strip() for s in value.split(","))):
         m = re.fullmatch(r"(?P<path>[^:]+?\.pt)(?::(?P<name>[^:]*))?(?::(?P<batch>[^:]*))?", item)
@@ -296,7 +304,7 @@ def resolve(path: Path, root: Path, custom: str | None = None, standalone_custom
         file_name = f"yolo11{letter}.pt"
         records.append({
             "key": f"builtins.{size}", "name": f"yolov11_{size}", "source": "builtin", "size": size,
-            "pt": f"pytorch_models/{file_name}", "url": BUILTIN_RELEASE_URL.format(file=file_name),
+            "pt": layout.builtin_checkpoint(file_name), "url": BUILTIN_RELEASE_URL.format(file=file_name),
             "num_classes": None, "class_names": None, "untrained": False,
             "settings": settings(entry, {"max_batch": max_batch, "topk": 300}, f"builtins.{size}"),
         })
@@ -310,7 +318,7 @@ def resolve(path: Path, root: Path, custom: str | None = None, standalone_custom
                        name=entry.triton_name or pt.stem)
         else:
             rec.update(source="arch", arch=entry.arch, name=entry.triton_name or key, untrained=True,
-                       pt=f"pytorch_models/{entry.triton_name or key}.untrained.pt")
+                       pt=layout.untrained_checkpoint(entry.triton_name or key))
         if not re.match(NAME_RE, rec["name"]) or ".." in rec["name"]:
             raise UserError(f"the Triton name '{rec['name']}' derived from the file name is not usable", file=file,
                             key=f"{rec['key']}.triton_name", fix=f"set triton_name to {ALLOWED['triton_name']}")
@@ -371,7 +379,7 @@ def _check_names(records: list[dict], file: str) -> None:
             raise UserError(f"the Triton name '{rec['name']}' contains '..'", file=file, key=f"{rec['key']}",
                             fix=f"use {ALLOWED['triton_name']}")
         for fmt in rec["settings"]["formats"]:
-            folder = rec["name"] + FOLDER_SUFFIX[rec.get("family", "yolo")][fmt]
+            folder = layout.folder(rec, fmt)
             if folder in owner:
                 raise UserError(f"the Triton model folder '{folder}' would be written by both '{owner[folder]}' and "
                                 f"'{rec['key']}'", file=file, key=f"{rec['key']}.triton_name",

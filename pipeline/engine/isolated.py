@@ -1,4 +1,4 @@
-"""`python -m pipeline.isolated JOB.json`: run one step builder in its own process (see runner.Step.isolate).
+"""`python -m pipeline.engine.isolated JOB.json`: run one step builder in its own process (Step.isolate).
 
 Used for TensorRT builds: CUDA and TensorRT are initialised here, never in the process that loaded
 dodo.py (doit forks its `-n N` workers from that one, and a forked CUDA context is unusable).
@@ -10,16 +10,14 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
-from .runner import StepContext, call_builder
+from .runner import call_builder, context_for
 
 
 def main(job_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
-    tmp = {Path(f): Path(t) for f, t in job["tmp"]}
-    ctx = StepContext(model=job["model"], inputs=[Path(p) for p in job["inputs"]], outputs=list(tmp), tmp=tmp,
-                      params=job["params"])
+    ctx = context_for(job["spec"], {Path(f): Path(t) for f, t in job["tmp"]})
     try:
-        out = {"verification": call_builder(job["builder"], ctx), "kept": [str(p) for p in ctx.kept]}
+        out = {"verification": call_builder(job["spec"]["builder"], ctx), "kept": [str(p) for p in ctx.kept]}
     except UserError as e:
         out = {"user_error": {"message": e.message, "file": e.file, "key": e.key, "fix": e.fix}}
     Path(job["result"]).write_text(json.dumps(out))

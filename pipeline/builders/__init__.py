@@ -1,0 +1,1 @@
+"""Step builders, one module per artifact kind. Each is `function(ctx: StepContext) -> verification dict`."""

@@ -1,0 +1,198 @@
+"""The artifact kinds, declared once: named inputs and outputs, the parameters each builder reads, its builder.
+
+Adding a model family or an artifact means adding a declaration here and its builder module in
+builders/; the engine does the atomic write, the record, the staleness and the cache for all of them.
+The code and tools each step depends on are derived from its builder (engine/codedeps.py), never listed
+here; a builder reading a parameter or input not declared here fails at once (engine/context.py).
+"""
+from __future__ import annotations
+
+from ..engine.step import Step
+from ..engine.tools import plan_identity
+from . import layout as L
+
+
+def _settings(*keys: str):
+    return lambda m: {k: m["settings"][k] for k in keys}
+
+
+def _class_spec(m: dict) -> dict:
+    return {"num_classes": m["num_classes"], "class_names": m["class_names"], "untrained": m["untrained"]}
+
+
+def yolo(test=lambda m: True):
+    return lambda m: L.family(m) == "yolo" and test(m)
+
+
+def clip(test=lambda m: True):
+    return lambda m: L.family(m) == "clip" and test(m)
+
+
+def _user_weights(m: dict) -> str | None:
+    """A local open_clip checkpoint is an input (by content); a tag or 'untrained' is a parameter."""
+    return m["weights"] if m["weights_source"] == "file" else None
+
+
+def _clip_source(m: dict) -> dict:
+    return {"clip_model": m["clip_model"], "weights_source": m["weights_source"],
+            "weights": None if m["weights_source"] == "file" else m["weights"],
+            "download_dir": L.clip_download_dir(m) if m["weights_source"] == "pretrained" else None}
+
+
+# ---- checkpoints: every YOLO model ends in pytorch_models/<name>.checkpoint.json (classes, names, SHA-256)
+DOWNLOAD = Step(
+    basename="download", doc="Download the built-in weights {pt} (Ultralytics assets) and verify them",
+    builder="pipeline.builders.checkpoint:download", applies=yolo(lambda m: m["source"] == "builtin"),
+    outputs={"checkpoint": lambda m: m["pt"]}, record=L.checkpoint_record, downloads=("checkpoint",),
+    params=lambda m: {"url": m["url"], **_class_spec(m)})
+
+MATERIALIZE = Step(
+    basename="materialize", doc="Build the UNTRAINED {arch} model {pt} (random weights, for smoke tests)",
+    builder="pipeline.builders.checkpoint:materialize", applies=yolo(lambda m: m["source"] == "arch"),
+    outputs={"checkpoint": lambda m: m["pt"]}, record=L.checkpoint_record,
+    params=lambda m: {"arch": m["arch"], **_class_spec(m)})
+
+INSPECT = Step(
+    basename="inspect", doc="Check the user checkpoint {pt} is a detection model; record classes and SHA-256",
+    builder="pipeline.builders.checkpoint:inspect", applies=yolo(lambda m: m["source"] == "file"),
+    inputs={"checkpoint": lambda m: m["pt"]}, outputs={}, record=L.checkpoint_record, params=_class_spec)
+
+# ---- graphs
+EXPORT_ONNX = Step(
+    basename="export_onnx", doc="Export {name} to raw ONNX [B,4+nc,anchors] and check it against PyTorch",
+    builder="pipeline.builders.raw_onnx:export", applies=yolo(),
+    inputs={"checkpoint": lambda m: m["pt"], "checkpoint_record": L.checkpoint_record},
+    outputs={"onnx": L.raw_onnx}, record=lambda m: L.verification_record(L.raw_onnx(m)),
+    params=lambda m: {**_settings("imgsz", "opset")(m), "untrained": m["untrained"]})
+
+_NMS = _settings("imgsz", "topk", "iou", "conf", "normalize_boxes", "class_agnostic")
+
+END2END_ONNX = Step(
+    basename="end2end_onnx", doc="Append EfficientNMS_TRT to {name}'s raw ONNX (graph surgery), check its detections",
+    builder="pipeline.builders.end2end_onnx:build", applies=yolo(L.wants_end2end_onnx),
+    inputs={"onnx": L.raw_onnx}, outputs={"onnx": L.end2end_onnx},
+    record=lambda m: L.verification_record(L.end2end_onnx(m)), params=_NMS)
+
+FP16_ONNX = Step(
+    basename="fp16_onnx", doc="FP16 copy of {name}'s raw ONNX for TensorRT (FP16 input, FP32 box decoding)",
+    builder="pipeline.builders.fp16_onnx:convert", applies=yolo(L.wants_fp16),
+    inputs={"onnx": L.raw_onnx}, outputs={"onnx": L.fp16_onnx},
+    record=lambda m: L.verification_record(L.fp16_onnx(m)), params=_settings("imgsz"))
+
+FP16_END2END_ONNX = Step(
+    basename="fp16_end2end_onnx", doc="EfficientNMS_TRT on {name}'s FP16 ONNX (FP32 NMS and outputs), for TensorRT",
+    builder="pipeline.builders.end2end_onnx:build",
+    applies=yolo(lambda m: L.wants_fp16(m) and "trt_end2end" in m["settings"]["formats"]),
+    inputs={"onnx": L.fp16_onnx}, outputs={"onnx": L.fp16_end2end_onnx},
+    record=lambda m: L.verification_record(L.fp16_end2end_onnx(m)), params=_NMS)
+
+
+def _plan(fmt: str, source, family) -> Step:
+    return Step(
+        basename="plan", doc=f"TensorRT plan of {{name}} ({fmt}) from its {{settings[precision]}} ONNX — needs TensorRT + GPU",
+        builder="pipeline.builders.tensorrt_plan:build", isolate=True,
+        applies=family(lambda m: fmt in m["settings"]["formats"]), subname=lambda m: L.folder(m, fmt),
+        inputs={"onnx": source}, outputs={"plan": lambda m: L.plan(m, fmt)},
+        record=lambda m: L.verification_record(L.plan(m, fmt)),
+        params=lambda m: {**_settings("max_batch", "workspace_gb", "precision")(m), **plan_identity()})
+
+
+PLAN = _plan("trt", lambda m: L.trt_source(m, False), yolo)
+PLAN_END2END = _plan("trt_end2end", lambda m: L.trt_source(m, True), yolo)
+
+# ---- MobileCLIP2 encoders (visual search): two records per model, role image / text
+CLIP_WEIGHTS = Step(
+    basename="clip_weights", doc="Load {clip_model} weights ({weights_source}) through open_clip; record "
+                                 "logit_scale, preprocessing, tokenizer",
+    builder="pipeline.builders.clip_weights:weights", applies=clip(lambda m: m["role"] == "image"),
+    subname=lambda m: m["encoder"], inputs={"weights": _user_weights}, outputs={}, record=L.clip_record,
+    params=_clip_source)
+
+ENCODER_ONNX = Step(
+    basename="encoder_onnx", doc="Export the reparameterized {clip_model} {role} encoder to ONNX, checked vs PyTorch",
+    builder="pipeline.builders.encoder_onnx:export", applies=clip(),
+    inputs={"clip_record": L.clip_record, "weights": _user_weights},
+    outputs={"onnx": L.encoder_onnx}, record=lambda m: L.verification_record(L.encoder_onnx(m)),
+    params=lambda m: {"opset": m["settings"]["opset"], "role": m["role"], **_clip_source(m)})
+
+ENCODER_TRT_ONNX = Step(
+    basename="encoder_trt_onnx", doc="The {role} encoder graph TensorRT compiles ({settings[precision]}; INT32 tokens)",
+    builder="pipeline.builders.encoder_trt_onnx:trt_graph", applies=clip(lambda m: "trt" in m["settings"]["formats"]),
+    inputs={"onnx": L.encoder_onnx, "clip_record": L.clip_record}, outputs={"onnx": L.encoder_trt_onnx},
+    record=lambda m: L.verification_record(L.encoder_trt_onnx(m)),
+    params=lambda m: {"precision": m["settings"]["precision"], "role": m["role"]})
+
+PUBLISH_ENCODER = Step(
+    basename="publish_onnx", doc="Serve {name}.onnx from the Triton repository (hard link)",
+    builder="pipeline.builders.published_onnx:publish", applies=clip(lambda m: "onnx" in m["settings"]["formats"]),
+    subname=lambda m: L.folder(m, "onnx"), inputs={"onnx": L.encoder_onnx}, outputs={"onnx": L.served_onnx})
+
+PLAN_ENCODER = _plan("trt", L.encoder_trt_onnx, clip)
+
+
+# ---- Triton folders: one per format, each = model artifact + config.pbtxt + a sidecar file
+class Sidecar:
+    """A small client-facing file beside config.pbtxt (labels.txt, encoder.json), written from a record."""
+
+    def __init__(self, basename, filename, builder, source, wanted=lambda m: True, params=lambda m: {}):
+        self.basename, self.filename, self.builder, self.source = basename, filename, builder, source
+        self.wanted, self.params = wanted, params
+
+
+LABELS = Sidecar("labels", "labels.txt", "pipeline.builders.labels:write_labels",
+                 {"checkpoint_record": L.checkpoint_record}, lambda m: m["settings"]["save_labels"])
+ENCODER_INFO = Sidecar("encoder_info", "encoder.json", "pipeline.builders.encoder_info:write_info",
+                       {"clip_record": L.clip_record}, params=lambda m: {"role": m["role"]})
+
+
+class TritonFolder:
+    """One Triton folder kind: the step making its model file, the ONNX whose I/O its config describes
+    (`io_source`: the model file itself for ONNX folders, the plan's ONNX for plan folders), its sidecar."""
+
+    def __init__(self, family, format, platform, model_step, io_source, sidecar=LABELS):
+        self.family, self.format, self.platform, self.model_step = family, format, platform, model_step
+        self.io_source, self.sidecar = io_source, sidecar
+
+    def applies(self, m: dict) -> bool:
+        return L.family(m) == self.family and self.format in m["settings"]["formats"]
+
+    def model_task(self, m: dict) -> list[str]:
+        """config.pbtxt and the sidecar run after the model file's task (order only: a new plan does not
+        make them stale): no Triton folder without its model, even when the plan cannot be built."""
+        return [f"{self.model_step.basename}:{self.model_step.subname(m)}"]
+
+    def config_step(self) -> Step:
+        fmt = self.format
+        return Step(
+            basename="config", doc=f"Write config.pbtxt of the {fmt} folder of {{name}} (Triton ModelConfig)",
+            builder="pipeline.builders.triton_config:write_config", applies=self.applies,
+            subname=lambda m: L.folder(m, fmt), inputs={"graph": self.io_source}, after=self.model_task,
+            outputs={"config": lambda m: f"{L.folder_path(m, fmt)}/config.pbtxt"},
+            params=lambda m: {"folder": L.folder(m, fmt), "platform": self.platform, "untrained": m["untrained"],
+                              **_settings("max_batch", "dynamic_batching", "instance_group")(m)})
+
+    def sidecar_step(self) -> Step:
+        fmt, side = self.format, self.sidecar
+        return Step(
+            basename=side.basename, doc=f"Write {side.filename} of the {fmt} folder of {{name}}",
+            builder=side.builder, applies=lambda m: self.applies(m) and side.wanted(m),
+            subname=lambda m: L.folder(m, fmt), inputs=side.source, after=self.model_task,
+            outputs={"file": lambda m: f"{L.folder_path(m, fmt)}/{side.filename}"}, params=side.params)
+
+
+FOLDERS = (
+    TritonFolder("yolo", "onnx", "onnxruntime_onnx", EXPORT_ONNX, L.raw_onnx),
+    TritonFolder("yolo", "onnx_end2end", "onnxruntime_onnx", END2END_ONNX, L.end2end_onnx),
+    # A plan's I/O is its ONNX's (the config is written from that, so a config-only change never
+    # touches the plan, and the config exists wherever the plan's ONNX does).
+    TritonFolder("yolo", "trt", "tensorrt_plan", PLAN, lambda m: L.trt_source(m, False)),
+    TritonFolder("yolo", "trt_end2end", "tensorrt_plan", PLAN_END2END, lambda m: L.trt_source(m, True)),
+    TritonFolder("clip", "onnx", "onnxruntime_onnx", PUBLISH_ENCODER, L.served_onnx, sidecar=ENCODER_INFO),
+    TritonFolder("clip", "trt", "tensorrt_plan", PLAN_ENCODER, L.encoder_trt_onnx, sidecar=ENCODER_INFO),
+)
+
+# Every step, config and sidecar steps included, built once: dodo.py and the commands read these.
+CONFIGS = tuple(folder.config_step() for folder in FOLDERS)
+SIDECARS = tuple(folder.sidecar_step() for folder in FOLDERS)
+STEPS = (DOWNLOAD, MATERIALIZE, INSPECT, EXPORT_ONNX, END2END_ONNX, FP16_ONNX, FP16_END2END_ONNX, PLAN, PLAN_END2END,
+         CLIP_WEIGHTS, ENCODER_ONNX, ENCODER_TRT_ONNX, PUBLISH_ENCODER, PLAN_ENCODER) + CONFIGS + SIDECARS

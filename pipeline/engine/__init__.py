@@ -1,0 +1,1 @@
+"""The engine: runs any declared step. Knows nothing about YOLO or CLIP."""

@@ -1,0 +1,156 @@
+"""A step: the declaration of one artifact kind, turned into doit tasks.
+
+A declaration names the builder ("module:function"), its named inputs and outputs and the manifest
+parameters it reads. Everything else that makes an artifact stale is derived, never typed:
+* the code: the import closure of the builder's module, hashed by what Python executes (codedeps.py);
+* the tools: the installed versions of the third-party packages that closure imports.
+Parameters, tools and code make up the task's `uptodate` value (so `doit info` names what changed, e.g.
+`max_batch: 4 -> 16` or `code.pipeline/builders/raw_onnx.py: ...`); the inputs are doit file
+dependencies, compared by content. The recipe hash (cache.py) covers exactly the same things.
+
+Nothing heavy is imported here: dodo.py loads this on every doit call.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+from doit.dependency import MD5Checker
+
+from . import codedeps
+from .hashing import sha256
+
+Model = dict  # a resolved manifest record (see declarations/manifest.py)
+PathFn = Callable[[Model], "str | None"]
+
+
+class Step:
+    """Declaration of one artifact kind. Callables take the model record.
+
+    basename    doit task basename, e.g. "export_onnx"
+    doc         shown by `doit list` (formatted with the model record)
+    builder     "module:function", called with a StepContext
+    outputs     {name: model -> path}; the first is the primary artifact
+    inputs      {name: model -> path or None (not an input for this model)}: their content makes it stale
+    params      model -> {name: value}: the manifest values the builder may read, and nothing else
+    record      model -> path of the verification record (or None)
+    applies     model -> whether this model has this artifact
+    subname     model -> the task's name after "basename:"
+    isolate     run the builder in a child process (CUDA never enters doit's own process)
+    after       model -> tasks to run first, without making this one stale
+    downloads   names of outputs that are downloads: `doit clean` keeps them (`doit clean-downloads`
+                removes them)
+    (A plain class, not a dataclass: dodo.py loads on every doit call and must stay cheap.)
+    """
+
+    def __init__(self, basename: str, doc: str, builder: str, outputs: dict[str, PathFn], *,
+                 inputs: dict[str, PathFn] | None = None, params=lambda m: {}, record=lambda m: None,
+                 applies=lambda m: True, subname=lambda m: m["name"], isolate: bool = False, after=lambda m: [],
+                 downloads: tuple[str, ...] = ()):
+        self.basename, self.doc, self.builder, self.outputs = basename, doc, builder, outputs
+        self.inputs, self.params, self.record = inputs or {}, params, record
+        self.applies, self.subname, self.isolate, self.after, self.downloads = applies, subname, isolate, after, downloads
+        self._derived: tuple[dict, dict] | None = None
+
+    @property
+    def module(self) -> str:
+        return codedeps.builder_module(self.builder)
+
+    def derived(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(code, tools) of the builder: once per step and process."""
+        if self._derived is None:
+            idx = codedeps.index()
+            self._derived = (idx.code(self.module), idx.tools(self.module))
+        return self._derived
+
+    def spec(self, model: Model) -> dict:
+        """Everything the runner needs, as JSON-able data: the argument of the task's action."""
+        code, tools = self.derived()
+        inputs = {k: p for k, fn in self.inputs.items() if (p := fn(model)) is not None}
+        outputs = {k: fn(model) for k, fn in self.outputs.items()}
+        return {"task": f"{self.basename}:{self.subname(model)}", "builder": self.builder, "inputs": inputs,
+                "outputs": outputs, "record": self.record(model), "params": self.params(model), "tools": tools,
+                "code": code, "isolate": self.isolate, "downloads": [outputs[k] for k in self.downloads],
+                "key": model.get("key", ""), "manifest": model.get("manifest"),
+                "untrained": bool(model.get("untrained"))}
+
+    def task(self, model: Model) -> dict:
+        from .runner import clean_targets, run_step
+
+        spec = self.spec(model)
+        outputs = list(spec["outputs"].values())
+        targets = outputs + ([spec["record"]] if spec["record"] else [])
+        return {
+            "name": self.subname(model),
+            "doc": self.doc.format(**model),
+            "file_dep": list(spec["inputs"].values()),
+            "targets": targets,
+            "task_dep": self.after(model),
+            "uptodate": [params_unchanged(staleness(spec))],
+            "actions": [(run_step, [spec])],
+            "clean": [(clean_targets, [[t for t in targets if t not in spec["downloads"]]])],
+        }
+
+
+def staleness(spec: dict) -> dict:
+    """What besides the inputs' content makes a step's artifacts stale (also part of its recipe)."""
+    return {"params": spec["params"], "tools": spec["tools"], "code": spec["code"]}
+
+
+class params_unchanged:
+    """doit `uptodate`: True while the step's parameters, tools and code equal those of its last success."""
+
+    def __init__(self, values: dict):
+        self.values = json.loads(json.dumps(values))  # the JSON form, as stored
+        self.changed: list[str] | None = None
+
+    def configure_task(self, task) -> None:
+        task.value_savers.append(lambda: {"_params": self.values})
+
+    def __call__(self, task, values) -> bool:
+        old = values.get("_params")
+        self.changed = ["(no successful run recorded)"] if old is None else _diff(old, self.values)
+        return not self.changed
+
+    def __repr__(self) -> str:
+        return "changed: " + "; ".join(self.changed) if self.changed else "parameters, tools and code unchanged"
+
+
+def _diff(old: Any, new: Any, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in sorted(set(old) | set(new)):
+            out += _diff(old.get(k, "(unset)"), new.get(k, "(unset)"), f"{path}.{k}" if path else k)
+        return out
+    return [] if old == new else [f"{path}: {_short(old)} -> {_short(new)}"]
+
+
+def _short(value: Any) -> str:
+    """Code hashes are long; 12 hex digits tell them apart."""
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return repr(value[:12])
+    return repr(value)
+
+
+class SHA256Checker(MD5Checker):
+    """doit `check_file_uptodate`: content, not mtime, decides staleness.
+
+    The logic of doit's MD5Checker (an unchanged mtime means unchanged; a new mtime with the same size is
+    compared by hash), with the per-process SHA-256 memo of hashing.py: a file just written, restored or
+    read as a step's input is not read again when doit saves its state at the end of the run (for the
+    MobileCLIP2 encoders that was 2.5 s of MD5 on a warm-cache run)."""
+
+    def check_modified(self, file_path, file_stat, state):
+        timestamp, size, digest = state
+        if file_stat.st_mtime == timestamp:
+            return False
+        if file_stat.st_size != size:
+            return True
+        return digest != sha256(file_path)
+
+    def get_state(self, dep, current_state):
+        timestamp = os.path.getmtime(dep)
+        if current_state and current_state[0] == timestamp:
+            return None
+        return timestamp, os.path.getsize(dep), sha256(dep)

@@ -1,0 +1,1 @@
+"""Model families: how each loads, what its graphs look like, how they are checked."""

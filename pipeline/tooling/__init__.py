@@ -1,0 +1,1 @@
+"""Tools shared by builders: ONNX export, validation and precision; the EfficientNMS reference."""

@@ -1,0 +1,173 @@
+"""ONNX tooling in one place: every graph the pipeline writes is exported, finished and validated here.
+
+Like Hugging Face Optimum's `exporters/onnx`: a model family declares its graph once (`GraphSpec`: input
+and output names, dynamic axes, the dims to fix, how its outputs are compared with the source model
+and within which tolerances — see families/), and one export path (`export_torch`) and one validation
+path (`validate`) serve every family. Graph surgery and precision changes end in `finish` too: the
+source's IR version and metadata kept, saved, checked by `onnx.checker` with strict shape inference.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..engine.errors import UserError
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """A family's graph, declared once.
+
+    inputs, outputs   tensor names, in order
+    compare           (got, want) -> {metric: value, ..., "passed": bool}, with the family's tolerances
+    dynamic           axes that stay symbolic (default: axis 0, "batch", of every input and output)
+    """
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    compare: Callable
+    dynamic: dict[str, dict[int, str]] = field(default_factory=dict)
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return self.dynamic or {name: {0: "batch"} for name in self.inputs + self.outputs}
+
+
+def export_torch(module, example_inputs: tuple, spec: GraphSpec, path: Path, *, opset: int,
+                 fixed_dims: dict[str, list[int]], metadata: dict[str, str]) -> dict:
+    """torch.onnx.export with the TorchScript exporter (the dynamo exporter silently writes opset 18 when 17
+    is asked for), then the opset check, fixed dims, metadata, save + checker.
+
+    Exporters' warnings (e.g. torch's `aten::index` UserWarning on the text encoder) are kept out of the
+    terminal and returned, for the step's record; the validation that follows is what decides.
+    """
+    import warnings
+
+    import onnx
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        torch.onnx.export(module, example_inputs, str(path), opset_version=opset, dynamo=False,
+                          do_constant_folding=True, input_names=list(spec.inputs), output_names=list(spec.outputs),
+                          dynamic_axes=spec.dynamic_axes())
+    model = onnx.load(str(path))
+    written = opset_of(model)
+    if written != opset:
+        raise RuntimeError(f"asked for opset {opset}, torch wrote {written}")
+    for name, dims in fixed_dims.items():
+        fix_dims(model, name, dims)
+    set_metadata(model, metadata)
+    finish(model, path)
+    return {"opset": written, "exporter_warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught})}
+
+
+def opset_of(model) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def fix_dims(model, name: str, dims: list[int | None]) -> None:
+    """torch leaves non-batch output dims symbolic; Triton's config and TensorRT want them fixed.
+    `dims` skips the batch axis; None leaves a dim as it is."""
+    value = next(v for v in list(model.graph.input) + list(model.graph.output) if v.name == name)
+    for dim, size in zip(value.type.tensor_type.shape.dim[1:], dims):
+        if size is not None:
+            dim.Clear()
+            dim.dim_value = int(size)
+
+
+def set_metadata(model, meta: dict[str, str], replace: bool = True) -> None:
+    if replace:
+        del model.metadata_props[:]
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=str(v))
+
+
+def finish(model, path: Path, like=None) -> None:
+    """Save and check a graph; with `like`, keep that source graph's IR version and metadata first."""
+    import onnx
+
+    if like is not None:
+        model.ir_version = like.ir_version
+        set_metadata(model, {p.key: p.value for p in like.metadata_props})
+    onnx.save(model, str(path))
+    onnx.checker.check_model(str(path), full_check=True)  # strict shape inference included
+
+
+def export_like(graph, like):
+    """A graphsurgeon graph back to a ModelProto with the IR version and metadata of `like` (graphsurgeon
+    drops the metadata: the untrained marker, class names...)."""
+    import onnx_graphsurgeon as gs
+
+    out = gs.export_onnx(graph)
+    out.ir_version = like.ir_version
+    set_metadata(out, {p.key: p.value for p in like.metadata_props})
+    return out
+
+
+def convert_fp16(model, keep_io_types, node_block_list=None):
+    """onnxruntime's float16 converter (the onnxconverter-common code shipped inside onnxruntime), then
+    topological order (it appends the Casts it inserts at the end of the node list) and the source's IR
+    version and metadata."""
+    import onnx_graphsurgeon as gs
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    fp16 = convert_float_to_float16(model, keep_io_types=keep_io_types, node_block_list=node_block_list)
+    return export_like(gs.import_onnx(fp16).toposort(), model)
+
+
+def input_dtype(model):
+    """NumPy dtype of the graph's first input."""
+    import numpy as np
+    import onnx
+
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(model.graph.input[0].type.tensor_type.elem_type))
+
+
+def graph_io(path: Path) -> tuple[list[tuple[str, str, list[int]]], list[tuple[str, str, list[int]]]]:
+    """[(name, ONNX dtype name, dims without batch)] of inputs and outputs, weights not loaded."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def describe(values):
+        out = []
+        for v in values:
+            t = v.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim][1:]
+            out.append((v.name, onnx.TensorProto.DataType.Name(t.elem_type), dims))
+        return out
+
+    initializers = {i.name for i in graph.initializer}
+    return describe([i for i in graph.input if i.name not in initializers]), describe(graph.output)
+
+
+def run(path: Path, feeds: dict, basic_optimizations: bool = False):
+    """One onnxruntime CPU run. `basic_optimizations`: onnxruntime 1.32's extended graph optimizations
+    crash (SIGSEGV) on the FP16 MobileCLIP2 text graph; the basic level runs it."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if basic_optimizations:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def validate(path: Path, spec: GraphSpec, cases: list[tuple[dict, list]], *, what: str, key: str) -> list[dict]:
+    """Run the graph on each case's feeds and compare each output with the source model's (`want`) by the
+    family's declared `compare`; one report per case and output. Disagreement is a one-paragraph error."""
+    reports = []
+    for feeds, want in cases:
+        got = run(path, feeds)
+        for name, g, w in zip(spec.outputs, got, want):
+            if g.shape != w.shape:
+                raise RuntimeError(f"{what}: output {name} has shape {g.shape}, the source model {w.shape}")
+            report = {"output": name, "batch": int(g.shape[0]), **spec.compare(g, w)}
+            reports.append(report)
+            if not report["passed"]:
+                metrics = ", ".join(f"{k} {v:.3g}" for k, v in report.items() if isinstance(v, float))
+                raise UserError(f"the exported {what} disagrees with its source model at batch {report['batch']} "
+                                f"({metrics})", key=key,
+                                fix="report this with the checkpoint; another opset in the manifest may avoid it")
+    return reports
