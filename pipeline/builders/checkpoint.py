@@ -89,7 +89,9 @@ def materialize(ctx: StepContext) -> dict:
     cfg = yaml.safe_load((ROOT / "cfg/models/11/yolo11.yaml").read_text())
     cfg["nc"] = nc
     # The scale letter is read from the file name (yolo11n.yaml -> n), so the copy keeps the name.
-    cfg_dir = ctx.output().parent / f".{ctx.output().stem}.cfg"
+    # A fixed name (not the pid-stamped temporary one): Ultralytics keeps traces of the path in the model,
+    # and the same manifest must give byte-identical weights. The build lock keeps it private.
+    cfg_dir = ctx.output().parent / f".{ctx.final().name}.cfg"
     cfg_dir.mkdir(exist_ok=True)
     try:
         cfg_file = cfg_dir / f"{arch}.yaml"

@@ -47,13 +47,22 @@ def prune_empty_dirs(folder: Path) -> None:
         folder = folder.parent
 
 
-def clean_targets(paths: list[str]) -> None:
-    """`doit clean`: the step's derived files only. Downloads and user checkpoints are never passed here."""
-    for p in map(Path, paths):
-        if p.is_file() or p.is_symlink():
-            print(f"removing {p}")
-            p.unlink()
-        prune_empty_dirs(p.parent)
+class RemoveFiles:
+    """`doit clean` action: the step's derived files only (downloads and user checkpoints are never passed
+    here), then the folders they leave empty. `doit clean -n` prints the files (doit shows str(action))."""
+
+    def __init__(self, paths: list[str]):
+        self.paths = paths
+
+    def __str__(self) -> str:
+        return " remove " + ", ".join(self.paths)  # doit drops the first character (meant for "<function")
+
+    def __call__(self) -> None:
+        for p in map(Path, self.paths):
+            if p.is_file() or p.is_symlink():
+                print(f"removing {p}")
+                p.unlink()
+            prune_empty_dirs(p.parent)
 
 
 def call_builder(builder: str, ctx: StepContext):

@@ -76,7 +76,7 @@ class Step:
                 "untrained": bool(model.get("untrained"))}
 
     def task(self, model: Model) -> dict:
-        from .runner import clean_targets, run_step
+        from .runner import RemoveFiles, run_step
 
         spec = self.spec(model)
         outputs = list(spec["outputs"].values())
@@ -89,7 +89,7 @@ class Step:
             "task_dep": self.after(model),
             "uptodate": [params_unchanged(staleness(spec))],
             "actions": [(run_step, [spec])],
-            "clean": [(clean_targets, [[t for t in targets if t not in spec["downloads"]]])],
+            "clean": [RemoveFiles([t for t in targets if t not in spec["downloads"]])],
         }
 
 

@@ -33,11 +33,6 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
 
-def versions(*tools: str) -> dict[str, str]:
-    """{tool: version or 'absent'} for the named distributions (PyPI names)."""
-    have = installed()
-    return {t: have.get(normalise(t), "absent") for t in tools}
-
 # Where the `tensorrt` module can come from: NVIDIA's meta package, the per-CUDA packages, the bindings.
 TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt_cu13_bindings", "tensorrt_cu12_bindings", "tensorrt_cu13",
                           "tensorrt_cu12")
