@@ -94,12 +94,15 @@ def test_touching_a_checkpoint_without_changing_it_rebuilds_nothing(proj):
 def test_editing_export_code_rebuilds_that_kind(proj):
     code = proj.path("pipeline/builders/raw_onnx.py")
     code.write_text(code.read_text() + "\n_EDITED = True  # code Python runs: a new hash\n")
+    graph = proj.path("models/alpha/1/model.onnx")
+    before = graph.stat().st_mtime_ns
     info = proj.doit("info", "manifest=manifests/two.yaml", "export_onnx:alpha")
     assert "code.pipeline/builders/raw_onnx.py:" in info.out, info.out
     run = proj.doit("manifest=manifests/two.yaml")
     assert run.rc == 0
     # Byte-identical ONNX output: configs stay up to date (their input's content did not change).
     assert run.executed == {"export_onnx:alpha", "export_onnx:beta"}, run.text
+    assert graph.stat().st_mtime_ns == before  # the same bytes: the finished file stays, mtime and all
     info = proj.doit("info", "manifest=manifests/two.yaml", "export_onnx:alpha")
     assert "up-to-date" in info.out
 

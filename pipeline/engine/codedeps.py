@@ -17,6 +17,7 @@ dodo.py parses nothing unless the code changed.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import os
@@ -36,12 +37,19 @@ _FORMAT = 2  # bump when the analysis changes
 
 def module_file(name: str) -> Path | None:
     """pipeline.a.b -> pipeline/a/b.py or pipeline/a/b/__init__.py (None when neither exists)."""
+    found = _module_file(str(ROOT), name)
+    return Path(found) if found else None
+
+
+@functools.lru_cache(maxsize=None)
+def _module_file(root: str, name: str) -> str | None:
+    """Plain strings and os.path: this runs on every doit call, pathlib's overhead showed in the no-op."""
     parts = name.split(".")
     if parts[0] != PACKAGE:
         return None
-    base = ROOT.joinpath(*parts)
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
+    base = os.path.join(root, *parts)
+    for candidate in (base + ".py", os.path.join(base, "__init__.py")):
+        if os.path.isfile(candidate):
             return candidate
     return None
 
@@ -116,6 +124,11 @@ def analyse(name: str, path: Path) -> dict:
     return {"hash": digest, "local": sorted(local), "third_party": sorted(third), "data": sorted(data)}
 
 
+@functools.lru_cache(maxsize=1)
+def _environment_key() -> str:
+    return hashlib.sha256(json.dumps(sorted(tools.installed().items())).encode()).hexdigest()
+
+
 class CodeIndex:
     """Per-file analyses cached by (mtime_ns, size) in .pipeline/code-index.json, and closures per module."""
 
@@ -131,24 +144,43 @@ class CodeIndex:
         self.dists: dict = saved.get("dists", {})
         self.dirty = False
         self._seen: dict[str, dict] = {}
+        self._derived: dict[tuple[str, str], object] = {}  # (what, module) -> closure / code / tools
 
     def info(self, name: str) -> dict:
         if name in self._seen:
             return self._seen[name]
-        path = module_file(name)
+        root = str(ROOT)
+        path = _module_file(root, name)
         if path is None:
             raise ModuleNotFoundError(f"no module {name} in {ROOT / PACKAGE}")
-        st = path.stat()
-        rel = path.relative_to(ROOT).as_posix()
+        st = os.stat(path)
+        rel = path[len(root) + 1:].replace(os.sep, "/")
         entry = self.files.get(rel)
         if not entry or entry.get("stamp") != [st.st_mtime_ns, st.st_size]:
-            entry = {"stamp": [st.st_mtime_ns, st.st_size], **analyse(name, path)}
+            entry = {"stamp": [st.st_mtime_ns, st.st_size], **analyse(name, Path(path))}
             self.files[rel], self.dirty = entry, True
         self._seen[name] = {**entry, "file": rel}
         return self._seen[name]
 
+    def _memo(self, what: str, module: str, compute):
+        if (what, module) not in self._derived:
+            self._derived[what, module] = compute(module)
+            self.save()
+        return self._derived[what, module]
+
     def closure(self, module: str) -> list[str]:
         """The module, every package module it imports transitively, and the packages that hold them."""
+        return self._memo("closure", module, self._closure)
+
+    def code(self, module: str) -> dict[str, str]:
+        """{file: hash} of the closure: modules by executable code, data files by bytes."""
+        return self._memo("code", module, self._code)
+
+    def tools(self, module: str) -> dict[str, str]:
+        """{distribution: version} of every third-party module the closure imports."""
+        return self._memo("tools", module, self._tools)
+
+    def _closure(self, module: str) -> list[str]:
         seen: set[str] = set()
         todo = [module]
         while todo:
@@ -157,23 +189,20 @@ class CodeIndex:
                 continue
             seen.add(name)
             parts = name.split(".")
-            todo += [".".join(parts[:i]) for i in range(1, len(parts)) if module_file(".".join(parts[:i]))]
+            todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # packages run their __init__
             todo += self.info(name)["local"]
         return sorted(seen)
 
-    def code(self, module: str) -> dict[str, str]:
-        """{file: hash} of the closure: modules by executable code, data files by bytes."""
+    def _code(self, module: str) -> dict[str, str]:
         out = {}
         for name in self.closure(module):
             entry = self.info(name)
             out[entry["file"]] = entry["hash"]
             for data in entry["data"]:
                 out[data] = sha256(ROOT / data) if (ROOT / data).is_file() else "missing"
-        self.save()
         return out
 
-    def tools(self, module: str) -> dict[str, str]:
-        """{distribution: version} of every third-party module the closure imports."""
+    def _tools(self, module: str) -> dict[str, str]:
         tops = sorted({t for name in self.closure(module) for t in self.info(name)["third_party"]})
         mapping = self._distributions(tops)
         out = {}
@@ -185,12 +214,11 @@ class CodeIndex:
                 dist = tools.normalise(dist)
                 if dist not in DISPLAY_ONLY:
                     out[dist] = tools.installed().get(dist, "absent")
-        self.save()
         return dict(sorted(out.items()))
 
     def _distributions(self, tops: list[str]) -> dict[str, list[str]]:
         """Top-level module -> distributions, from importlib.metadata only when the environment changed."""
-        key = hashlib.sha256(json.dumps(sorted(tools.installed().items())).encode()).hexdigest()
+        key = _environment_key()
         cached = self.dists if self.dists.get("key") == key else {"key": key, "map": {}}
         missing = [t for t in tops if t not in cached["map"]]
         if missing:

@@ -144,10 +144,10 @@ def run_step(spec: dict):
             }
             tmp_rec = tmp_for(record)
             tmp_rec.write_text(json.dumps(rec, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp_rec, record)
+            _publish(tmp_rec, record)
         for final in reversed(outputs):  # primary artifact last
             if final not in ctx.kept:
-                os.replace(ctx.tmp[final], final)
+                _publish(ctx.tmp[final], final)
     except BaseException as exc:
         for final in finals:
             _remove_leftovers(final)
@@ -161,6 +161,15 @@ def run_step(spec: dict):
     if cache:
         cache.store(key, outputs, record)
     return True
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename into place — unless the finished file already has exactly these bytes: then it stays, with
+    its mtime, so doit's checks downstream need not hash it again (make's "restat", ninja's restat)."""
+    if final.is_file() and final.stat().st_size == tmp.stat().st_size and sha256(final) == sha256(tmp):
+        tmp.unlink()
+    else:
+        os.replace(tmp, final)
 
 
 def _progress(task: str):
