@@ -38,6 +38,10 @@ MANIFEST_CASES = [
     ("malformed-yaml", "models:\n  a: {arch: yolo11n\n  b: [\n", ["malformed", "line"]),
     ("top-level-list", "- small\n- nano\n", ["top level is a list"]),
     ("iou-out-of-range", f"defaults: {{iou: 1.5}}\nmodels:\n  a: {{{ARCH}}}\n", ["defaults.iou"]),
+    ("agnostic-served-by-onnxruntime", f"models:\n  a: {{{ARCH}, class_agnostic: true}}\n",
+     ["models.a.class_agnostic", "onnx_end2end", "trt_end2end"]),
+    ("engine-cache-relative", f"defaults: {{onnx_tensorrt: {{engine_cache_path: cache}}}}\nmodels:\n  a: {{{ARCH}}}\n",
+     ["defaults.onnx_tensorrt.engine_cache_path", "absolute path"]),
 ]
 
 

@@ -115,6 +115,11 @@ def test_build_orchestration_with_the_standin(trt):
     parsed = {c["path"]: c["dtype"] for c in trt.calls("parse_from_file")}
     assert parsed == {"pytorch_models/smoke.fp16.onnx": "FLOAT16", "pytorch_models/smoke_end2end.fp16.onnx": "FLOAT16"}
     assert not trt.calls("set_flag")
+    # TF32 is on by default in TensorRT: cleared, so FP32 layers (box decoding, NMS inputs) stay FP32
+    tf32 = [e for e in S.read_log(trt.log) if e["kind"] == "name" and e["name"] == "TF32"]
+    assert len(trt.calls("clear_flag")) == 2 and len(tf32) == 2 and {e["where"] for e in tf32} == {"BuilderFlag"}
+    assert {c["cuda_device_order"] for c in trt.calls("builder_created")} == {"PCI_BUS_ID"}
+    assert all(c["accepted"] for c in trt.calls("set_timing_cache"))
     builds = trt.calls("build_serialized_network")
     assert all(b["has_monitor"] for b in builds)
     assert all("isolated" in " ".join(b["argv"]) for b in builds)  # never in doit's own process
@@ -127,8 +132,15 @@ def test_build_orchestration_with_the_standin(trt):
     assert v["profile"] == {"min": [1, 3, 320, 320], "opt": [4, 3, 320, 320], "max": [8, 3, 320, 320]}
     assert "pytorch_models/smoke_end2end.fp16.onnx" in rec["inputs"]  # the ONNX SHA-256 it was built from
     assert rec["params"]["tensorrt"] == "11.4.0.106" and rec["params"]["compute_capability"] == "9.0"
-    cache = trt.tmp / "cache/triton-export-pipeline/tensorrt/trt-11.4.0.106-sm90.timing-cache"
+    assert rec["params"]["gpu"] == "NVIDIA H200 (stand-in)" and rec["params"]["allow_tf32"] is False
+    assert v["tf32"] is False and v["progress_monitor_errors"] == []
+    # one timing cache per TensorRT version and GPU model, outside the repository; one lock per GPU per host
+    cache = trt.tmp / "cache/triton-export-pipeline/tensorrt/trt-11.4.0.106-nvidia-h200-stand-in-sm90.timing-cache"
     assert cache.exists() and not str(cache).startswith(str(trt.root))
+    assert [p.name for p in (trt.tmp / "cache/triton-export-pipeline/locks").iterdir()] == [
+        "GPU-5ea7d1e0-0000-4000-8000-000000000000.lock"]
+    assert not trt.path(".pipeline/locks").exists()
+    assert trt.calls("combine")  # the second build merged with what the first wrote
     assert [c["size"] for c in trt.calls("create_timing_cache")][0] == 0
     assert max(c["size"] for c in trt.calls("create_timing_cache")) > 0  # the second build reused it
 
@@ -223,3 +235,83 @@ def test_names_in_the_real_tensorrt_tests_exist(version):
     assert {"create_execution_context", "execute_async_v3", "set_tensor_address"} <= used
     names = S.release_names(version)
     assert [n for n in used if not S.known(n, names)] == []
+
+
+@needs_shared
+def test_tf32_allowed_only_when_asked(trt):
+    trt.write("manifests/m.yaml", MANIFEST.replace("max_batch: 8", "max_batch: 8, allow_tf32: true"))
+    run = trt.use("10.16.1.11").doit("manifest=manifests/m.yaml", "plan:smoke_trt")
+    assert run.rc == 0, run.text
+    assert not trt.calls("clear_flag") and not [e for e in S.read_log(trt.log) if e.get("name") == "TF32"]
+    assert json.loads(trt.path("models/smoke_trt/1/model.plan.verification.json").read_text())[
+        "verification"]["tf32"] is True
+
+
+@needs_shared
+def test_a_foreign_timing_cache_is_noticed_not_trusted(trt):
+    run = trt.use("11.4.0.106").doit("manifest=manifests/m.yaml", "plan:smoke_trt",
+                                     extra_env={"TRT_STANDIN_CACHE_MISMATCH": "1"})
+    assert run.rc == 0, run.text
+    sizes = [c["size"] for c in trt.calls("create_timing_cache")]
+    assert sizes[-1] == 0  # rebuilt with an empty cache after set_timing_cache said no
+    notes = json.loads(trt.path("models/smoke_trt/1/model.plan.verification.json").read_text())["verification"]["notes"]
+    assert any("does not match this GPU or TensorRT" in n for n in notes), notes
+
+
+@needs_shared
+def test_an_error_in_the_progress_display_never_cancels_a_build(trt):
+    run = trt.use("11.4.0.106").doit("manifest=manifests/m.yaml", "plan:smoke_trt",
+                                     extra_env={"TRT_STANDIN_MONITOR_BAD_STEP": "1"})
+    assert run.rc == 0, run.text
+    v = json.loads(trt.path("models/smoke_trt/1/model.plan.verification.json").read_text())["verification"]
+    assert v["progress_monitor_errors"] and "step_complete: TypeError" in v["progress_monitor_errors"][0]
+    assert trt.path("models/smoke_trt/1/model.plan").read_bytes() == S.PLAN_BYTES
+
+
+@needs_shared
+def test_tensorrt_without_pip_metadata_is_found_without_importing_it(trt, tmp_path):
+    """System packages and NGC containers may install TensorRT with no dist-info."""
+    trt.env = S.install(tmp_path / "site-packages", "10.13.3.9", metadata=False)
+    trt.env.update(TRT_STANDIN_LOG=str(trt.log), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    listing = trt.doit("list", "manifest=manifests/m.yaml")
+    assert listing.rc == 0 and not S.read_log(trt.log)  # found, yet never imported by the process loading dodo.py
+    run = trt.doit("manifest=manifests/m.yaml")
+    assert run.rc == 0 and "TensorRT is not installed" not in run.err and PLANS <= run.executed, run.text
+    rec = json.loads(trt.path("models/smoke_trt/1/model.plan.verification.json").read_text())
+    assert rec["params"]["tensorrt"] == rec["verification"]["tensorrt"] == "10.13.3.9"
+
+
+@needs_shared
+@pytest.mark.parametrize("visible,want", [
+    (None, "GPU-aaaa"), ("1", "GPU-bbbb"), ("GPU-bb", "GPU-bbbb"), ("MIG-cccc", "GPU-bbbb"), ("0,1", "GPU-aaaa"),
+    ("", "hides every GPU"), ("-1", "hides every GPU"), ("7", "nvidia-smi lists 2"),
+])
+def test_cuda_visible_devices_names_the_gpu_a_plan_is_built_for(tmp_path, monkeypatch, visible, want):
+    from pipeline.engine import tools
+
+    env = S.install(tmp_path / "site-packages", "11.4.0.106", gpus=[
+        ("NVIDIA L4", "8.9", "GPU-aaaa-1111"), ("NVIDIA A100-SXM4-40GB", "8.0", "GPU-bbbb-2222")],
+        migs=[("GPU-bbbb-2222", "MIG-cccc-3333")])
+    monkeypatch.setenv("PATH", env["PATH"])
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    tools._visible_gpu.cache_clear()
+    try:
+        if want.startswith("GPU-"):
+            assert tools.visible_gpu()["uuid"].startswith(want)
+        else:
+            with pytest.raises(tools.NoVisibleGpu, match=want):
+                tools.visible_gpu()
+    finally:
+        tools._visible_gpu.cache_clear()
+
+
+@needs_shared
+def test_no_visible_gpu_is_a_clear_error(trt):
+    run = trt.use("11.4.0.106").doit("manifest=manifests/m.yaml", "plan:smoke_trt",
+                                     extra_env={"CUDA_VISIBLE_DEVICES": "-1"})
+    assert run.rc != 0 and "Traceback" not in run.text
+    assert "CUDA_VISIBLE_DEVICES is '-1', which hides every GPU" in " ".join(run.text.split())
+    assert not trt.path("models/smoke_trt").exists()

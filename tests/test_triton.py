@@ -36,8 +36,63 @@ def server(repo, tmp_path_factory):
     shutil.copytree(repo.path("models"), served, ignore=shutil.ignore_patterns("README.md"))
     for cfg in served.glob("*/config.pbtxt"):
         cfg.write_text(cfg.read_text().replace("KIND_GPU", "KIND_CPU"))
+    add_broken_end2end_folders(served)
     with TritonServer(served, work) as s:
         yield s
+
+
+E2E = "smoke_yolo11n_end2end"
+
+
+def add_broken_end2end_folders(served):
+    """Controls: what the real onnxruntime backend refuses, the stand-in must refuse too.
+    e2e_trt_domain: the graph as this pipeline used to write it (node domain 'TRT', which onnxruntime
+    cannot resolve); e2e_no_accelerator: today's graph, but config.pbtxt without the TensorRT accelerator."""
+    import onnx
+
+    for name in ("e2e_trt_domain", "e2e_no_accelerator"):
+        shutil.copytree(served / E2E, served / name)
+        cfg = (served / name / "config.pbtxt").read_text().replace(f'name: "{E2E}"', f'name: "{name}"')
+        if name == "e2e_no_accelerator":
+            start = cfg.index("optimization {")
+            end = cfg.index("\n}\n", start) + 3
+            cfg = cfg[:start] + cfg[end:]
+        else:
+            graph = onnx.load(str(served / name / "1/model.onnx"))
+            next(n for n in graph.graph.node if n.op_type == "EfficientNMS_TRT").domain = "TRT"
+            graph.opset_import.append(onnx.helper.make_opsetid("TRT", 1))
+            onnx.save(graph, str(served / name / "1/model.onnx"))
+        (served / name / "config.pbtxt").write_text(cfg)
+
+
+def test_every_served_graph_passes_plain_onnxruntime_and_end2end_folders_enable_tensorrt(repo):
+    """What Triton's real onnxruntime backend does first, on the unchanged smoke build: create a plain
+    onnxruntime session. Every graph loads, but the End2End ones, which fail only for the missing CPU kernel
+    of EfficientNMS_TRT — and exactly those folders enable the TensorRT accelerator that runs it."""
+    import onnxruntime as ort
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    served = [n for n in folders(repo) if 'platform: "onnxruntime_onnx"' in repo.path(f"models/{n}/config.pbtxt").read_text()]
+    assert len(served) == 4
+    for name in served:
+        cfg = text_format.Parse(repo.path(f"models/{name}/config.pbtxt").read_text(), mc.ModelConfig())
+        accelerators = [a.name for a in cfg.optimization.execution_accelerators.gpu_execution_accelerator]
+        path = str(repo.path(f"models/{name}/1/model.onnx"))
+        if name.endswith("_end2end"):
+            with pytest.raises(Exception, match="NOT_IMPLEMENTED.*Could not find an implementation for EfficientNMS_TRT"):
+                ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            assert accelerators == ["tensorrt"], name
+        else:
+            ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            assert accelerators == [], name
+
+
+def test_the_standin_refuses_what_the_real_backend_refuses(server):
+    ok, why = server.load("e2e_trt_domain")
+    assert not ok and "TRT:EfficientNMS_TRT(-1) is not a registered function/op" in why, why
+    ok, why = server.load("e2e_no_accelerator")
+    assert not ok and "enables no 'tensorrt' gpu_execution_accelerator" in why, why
 
 
 def folders(repo):

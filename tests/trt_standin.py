@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-import textwrap
+import sys
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "tensorrt-api"
@@ -131,16 +131,29 @@ class _Parser(_P):
 
 class _Cache(_P):
     def __init__(self, data):
-        super().__init__("timing_cache", serialize=lambda: b"STAND-IN TIMING CACHE")
+        super().__init__("timing_cache", serialize=lambda: b"STAND-IN TIMING CACHE", combine=self._combine)
         _log("call", name="create_timing_cache", size=len(data))
+
+    def _combine(self, other, ignore_mismatch):
+        _log("call", name="combine", ignore_mismatch=ignore_mismatch)
+        return True
 
 
 class _Config(_P):
     def __init__(self):
         super().__init__("config", set_memory_pool_limit=self._pool, create_timing_cache=_Cache,
-                         set_timing_cache=lambda c, ignore: _log("call", name="set_timing_cache"),
+                         set_timing_cache=self._set_cache,
                          add_optimization_profile=lambda p: _log("call", name="add_optimization_profile"),
-                         get_timing_cache=lambda: _Cache(b""), set_flag=self._flag)
+                         get_timing_cache=lambda: _Cache(b""), set_flag=self._flag, clear_flag=self._clear)
+
+    def _set_cache(self, cache, ignore_mismatch):
+        # TensorRT returns False for a cache made on another device or TensorRT version
+        accepted = not os.environ.get("TRT_STANDIN_CACHE_MISMATCH")
+        _log("call", name="set_timing_cache", accepted=accepted, ignore_mismatch=ignore_mismatch)
+        return accepted
+
+    def _clear(self, flag):
+        _log("call", name="clear_flag", flag=repr(flag))
 
     def _pool(self, pool, size):
         _log("call", name="set_memory_pool_limit", size=size)
@@ -162,15 +175,16 @@ class _Builder(_P):
         super().__init__("builder", create_network=_Network, create_builder_config=_Config,
                          create_optimization_profile=_Profile, build_serialized_network=self._build,
                          platform_has_fast_fp16=True)
-        _log("call", name="builder_created")
+        _log("call", name="builder_created", cuda_device_order=os.environ.get("CUDA_DEVICE_ORDER"))
 
     def _build(self, network, config):
         monitor = config._fixed.get("progress_monitor")
         _log("call", name="build_serialized_network", start=time.time(), has_monitor=monitor is not None)
         if monitor is not None:
             monitor.phase_start("Building engine", None, 3)
+            bad = os.environ.get("TRT_STANDIN_MONITOR_BAD_STEP")  # a value the monitor's own code chokes on
             for step in range(3):
-                assert monitor.step_complete("Building engine", step) is True
+                assert monitor.step_complete("Building engine", "not a number" if bad else step) is True
             monitor.phase_finish("Building engine")
         time.sleep(float(os.environ.get("TRT_STANDIN_BUILD_SECONDS", "0")))
         _log("call", name="build_done", end=time.time())
@@ -193,8 +207,30 @@ _SPECIAL = {{"OnnxParser": _Parser, "Builder": _Builder, "Runtime": _Runtime, "L
 '''
 
 
-def install(site: Path, version: str, cc: str = "9.0", gpu_name: str = "NVIDIA H200 (stand-in)") -> dict:
-    """A site-packages folder with the stand-in `tensorrt` (+ dist-info) and a bin folder with nvidia-smi."""
+SMI = r'''#!{python}
+"""Stand-in nvidia-smi: the two queries the pipeline makes, answered like the real one."""
+import sys
+GPUS = {gpus!r}
+MIGS = {migs!r}
+if "-L" in sys.argv:
+    for i, (name, cc, uuid) in enumerate(GPUS):
+        print(f"GPU {{i}}: {{name}} (UUID: {{uuid}})")
+        for parent, mig in MIGS:
+            if parent == uuid:
+                print(f"  MIG 1g.18gb     Device  0: (UUID: {{mig}})")
+elif any(a.startswith("--query-gpu=index,uuid,name,compute_cap") for a in sys.argv):
+    for i, (name, cc, uuid) in enumerate(GPUS):
+        print(f"{{i}}, {{uuid}}, {{name}}, {{cc}}")
+else:
+    sys.exit(f"stand-in nvidia-smi: unexpected arguments {{sys.argv[1:]}}")
+'''
+
+
+def install(site: Path, version: str, cc: str = "9.0", gpu_name: str = "NVIDIA H200 (stand-in)",
+            gpus: list[tuple[str, str, str]] | None = None, migs: list[tuple[str, str]] = (),
+            metadata: bool = True) -> dict:
+    """A site-packages folder with the stand-in `tensorrt` (+ dist-info unless metadata=False, as system
+    packages install it) and a bin folder with nvidia-smi listing `gpus` [(name, cc, uuid)]."""
     names = SHARED / f"tensorrt-{version}.names"
     pkg = site / "tensorrt"
     pkg.mkdir(parents=True, exist_ok=True)
@@ -203,16 +239,15 @@ def install(site: Path, version: str, cc: str = "9.0", gpu_name: str = "NVIDIA H
         for f in old.iterdir():
             f.unlink()
         old.rmdir()
-    info = site / f"tensorrt-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: tensorrt\nVersion: {version}\n")
+    if metadata:
+        info = site / f"tensorrt-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: tensorrt\nVersion: {version}\n")
     bin_dir = site.parent / "bin"
     bin_dir.mkdir(exist_ok=True)
     smi = bin_dir / "nvidia-smi"
-    smi.write_text(textwrap.dedent(f"""\
-        #!/bin/sh
-        echo "0, {gpu_name}, {cc}"
-        """))
+    gpus = gpus or [(gpu_name, cc, "GPU-5ea7d1e0-0000-4000-8000-000000000000")]
+    smi.write_text(SMI.format(python=sys.executable, gpus=list(gpus), migs=list(migs)))
     smi.chmod(smi.stat().st_mode | stat.S_IEXEC)
     return {"PYTHONPATH": str(site), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
 

@@ -9,6 +9,11 @@ the checked raw graph. The same surgery serves the FP32 graph (served by Triton)
 (compiled by TensorRT): NMS always sees FP32, so its outputs are FP32 whatever the backbone runs in.
 onnxruntime cannot run EfficientNMS_TRT; the check runs a copy through onnxruntime-extensions with
 the project's NumPy reference of the plugin (tooling/efficient_nms.py).
+
+The node is in the default ONNX domain, which both consumers accept: onnxruntime validates it against
+the schema of its TensorRT execution provider's contrib op (and runs it only with that provider, which
+config.pbtxt of an `_end2end` folder enables), TensorRT's parser finds the plugin by op type. That
+schema has no `class_agnostic` attribute, so only graphs built for TensorRT alone carry it.
 """
 from __future__ import annotations
 
@@ -56,15 +61,15 @@ def add_efficient_nms(raw, *, topk: int, iou: float, conf: float, normalize_boxe
                             outputs=[gs.Variable("e2e/boxes", f32, [batch, anchors, 4])])[0]
     outputs = [gs.Variable("num_dets", np.int32, [batch, 1]), gs.Variable("det_boxes", f32, [batch, topk, 4]),
                gs.Variable("det_scores", f32, [batch, topk]), gs.Variable("det_classes", np.int32, [batch, topk])]
-    graph.nodes.append(gs.Node(
-        op="EfficientNMS_TRT", name="e2e/efficient_nms", domain="TRT", inputs=[boxes, scores], outputs=outputs,
-        attrs={"plugin_version": "1", "background_class": -1, "max_output_boxes": int(topk),
-               "score_threshold": float(conf), "iou_threshold": float(iou), "score_activation": 0,
-               "box_coding": 1, "class_agnostic": int(bool(class_agnostic))}))
+    attrs = {"plugin_version": "1", "background_class": -1, "max_output_boxes": int(topk),
+             "score_threshold": float(conf), "iou_threshold": float(iou), "score_activation": 0, "box_coding": 1}
+    if class_agnostic:  # TensorRT's plugin knows it; onnxruntime's schema does not (graphs for TensorRT only)
+        attrs["class_agnostic"] = 1
+    graph.nodes.append(gs.Node(op="EfficientNMS_TRT", name="e2e/efficient_nms", inputs=[boxes, scores],
+                               outputs=outputs, attrs=attrs))
     graph.outputs = outputs
     graph.cleanup().toposort()
     model = onnx_tools.export_like(graph, raw)
-    model.opset_import.append(onnx.helper.make_opsetid("TRT", 1))
     for k, v in {"end2end": "EfficientNMS_TRT", "box_format": "x1y1x2y2" + ("_normalized" if normalize_boxes
                                                                               else "_pixels")}.items():
         model.metadata_props.add(key=k, value=v)
@@ -79,7 +84,9 @@ def build(ctx: StepContext) -> dict:
     nms = {k: ctx.param(k) for k in NMS_PARAMS}
     onnx_tools.finish(add_efficient_nms(raw, **nms), ctx.output())
     check = check_against_reference(ctx.input("onnx"), ctx.output(), {**nms, "imgsz": ctx.param("imgsz")}, ctx.key)
-    return {**check, "passed": True}
+    # Served graphs (never class-agnostic: the manifest refuses that) must pass plain onnxruntime's checks.
+    schema = "TensorRT only (class_agnostic)" if nms["class_agnostic"] else onnx_tools.onnxruntime_schema(ctx.output())
+    return {**check, "onnxruntime": schema, "passed": True}
 
 
 def check_against_reference(raw_path: Path, e2e_path: Path, settings: dict, key: str) -> dict:

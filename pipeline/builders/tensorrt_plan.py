@@ -19,24 +19,31 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..declarations import layout
 from ..engine.errors import UserError
-from ..engine.tools import gpu
+from ..engine.tools import NoVisibleGpu, visible_gpu
 
 if TYPE_CHECKING:
     from ..engine.context import StepContext
 
-LOCK_DIR = Path(layout.GPU_LOCKS)
+def host_dir() -> Path:
+    """Per-host state shared by every checkout and user session: ~/.cache/triton-export-pipeline."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "triton-export-pipeline"
 
 
 def cache_dir() -> Path:
     """Timing caches live outside the repository, shared by every checkout on this host."""
-    base = os.environ.get("PIPELINE_TRT_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "triton-export-pipeline", "tensorrt")
-    return Path(base)
+    return Path(os.environ.get("PIPELINE_TRT_CACHE_DIR") or host_dir() / "tensorrt")
+
+
+def timing_cache_file(version: str, device: dict) -> Path:
+    """One timing cache per TensorRT version and GPU model: tactics timed on one model mean nothing on
+    another, even of the same compute capability."""
+    model = re.sub(r"[^A-Za-z0-9]+", "-", device["name"]).strip("-").lower()
+    return cache_dir() / f"trt-{version}-{model}-sm{device['compute_capability'].replace('.', '')}.timing-cache"
 
 
 def profile_shapes(input_shape, max_batch: int) -> dict[str, tuple[int, ...]]:
@@ -48,17 +55,23 @@ def profile_shapes(input_shape, max_batch: int) -> dict[str, tuple[int, ...]]:
 
 
 @contextlib.contextmanager
-def gpu_lock(index: int):
-    """At most one TensorRT build per GPU at a time, across processes (`doit -n N`, two doit runs)."""
+def file_lock(path: Path):
     import fcntl
 
-    LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    with open(LOCK_DIR / f"gpu{index}.lock", "w") as f:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def gpu_lock(device: dict):
+    """At most one TensorRT build per physical GPU at a time, per host: every checkout, `doit -n N` worker
+    and user of this machine takes the same lock (keyed by the GPU's UUID, stable whatever
+    CUDA_VISIBLE_DEVICES says)."""
+    return file_lock(host_dir() / "locks" / f"{device.get('uuid') or 'gpu' + str(device['index'])}.lock")
 
 
 def _import_tensorrt():
@@ -73,7 +86,12 @@ def _import_tensorrt():
 
 
 def _progress(trt):
-    """A rich progress bar fed by TensorRT's IProgressMonitor (phases nest; each gets a bar)."""
+    """A rich progress bar fed by TensorRT's IProgressMonitor (phases nest; each gets a bar).
+
+    A display problem must never stop a build: TensorRT calls these from C++, where a Python exception
+    would surface as an error of the build (or a False from step_complete, which cancels it). Every
+    callback catches its own errors, keeps the first few in `errors` (they go into the record), and
+    step_complete always answers True."""
     from rich.progress import Progress
 
     class Monitor(trt.IProgressMonitor):
@@ -81,35 +99,53 @@ def _progress(trt):
             trt.IProgressMonitor.__init__(self)
             self.bars = Progress(transient=True)
             self.tasks: dict[str, int] = {}
+            self.errors: list[str] = []
+
+        def _safely(self, what, call):
+            try:
+                call()
+            except Exception as e:  # noqa: BLE001 - see the docstring: nothing may escape into TensorRT
+                if len(self.errors) < 5:
+                    self.errors.append(f"{what}: {type(e).__name__}: {e}")
 
         def phase_start(self, phase_name, parent_phase, num_steps):
-            if not self.tasks:
-                self.bars.start()
-            indent = "  " if parent_phase else ""
-            self.tasks[phase_name] = self.bars.add_task(f"{indent}{phase_name}", total=num_steps)
+            def start():
+                if not self.tasks:
+                    self.bars.start()
+                indent = "  " if parent_phase else ""
+                self.tasks[phase_name] = self.bars.add_task(f"{indent}{phase_name}", total=num_steps)
+            self._safely("phase_start", start)
 
         def step_complete(self, phase_name, step):
-            if phase_name in self.tasks:
-                self.bars.update(self.tasks[phase_name], completed=step + 1)
+            def update():
+                if phase_name in self.tasks:
+                    self.bars.update(self.tasks[phase_name], completed=step + 1)
+            self._safely("step_complete", update)
             return True  # False would cancel the build
 
         def phase_finish(self, phase_name):
-            task = self.tasks.pop(phase_name, None)
-            if task is not None:
-                self.bars.remove_task(task)
-            if not self.tasks:
-                self.bars.stop()
+            def finish():
+                task = self.tasks.pop(phase_name, None)
+                if task is not None:
+                    self.bars.remove_task(task)
+                if not self.tasks:
+                    self.bars.stop()
+            self._safely("phase_finish", finish)
 
     return Monitor()
 
 
 def build(ctx: StepContext) -> dict:
     """Step builder (runs in its own process, see engine/step.py `isolate`)."""
+    # CUDA numbers devices fastest-first by default; nvidia-smi (and so visible_gpu) in PCI bus order.
+    # Set before CUDA is initialised (importing tensorrt does not; building does), so both agree.
+    os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     trt = _import_tensorrt()
-    device = gpu()
-    if device is None:
-        raise UserError("no NVIDIA GPU is visible (nvidia-smi found none)", key=ctx.key,
-                        fix="build TensorRT plans on the GPU that will serve them")
+    try:
+        device = visible_gpu()
+    except NoVisibleGpu as e:
+        raise UserError(f"no GPU to build the TensorRT plan on: {e}", key=ctx.key,
+                        fix="build TensorRT plans on a host with the GPU model that will serve them") from None
     version = str(trt.__version__)
     major = int(version.split(".")[0])
     if major not in (10, 11):
@@ -134,6 +170,10 @@ def build(ctx: StepContext) -> dict:
         notes.append("this GPU has no fast FP16: the FP16 engine will be slow")
 
     config = builder.create_builder_config()
+    # TF32 is on by default in 10.x and 11.x: the graph's FP32 parts (box decoding, NMS inputs, precision:
+    # fp32 plans) would run with 10-bit mantissas. Off unless the manifest allows it.
+    if not ctx.param("allow_tf32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     inp = network.get_input(0)
     shapes = profile_shapes(inp.shape, max_batch)
@@ -141,19 +181,22 @@ def build(ctx: StepContext) -> dict:
     profile.set_shape(inp.name, shapes["min"], shapes["opt"], shapes["max"])
     config.add_optimization_profile(profile)
 
-    cache_file = cache_dir() / f"trt-{version}-sm{device['compute_capability'].replace('.', '')}.timing-cache"
-    cache_bytes = cache_file.read_bytes() if cache_file.exists() else b""
-    timing_cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(timing_cache, False)
-    config.progress_monitor = _progress(trt)
-
-    with gpu_lock(device["index"]):
+    monitor = _progress(trt)
+    config.progress_monitor = monitor
+    cache_file = timing_cache_file(version, device)
+    with gpu_lock(device):  # the build, and the timing cache's read, merge and write
+        with file_lock(cache_file.with_name(cache_file.name + ".lock")):
+            cache_bytes = cache_file.read_bytes() if cache_file.exists() else b""
+        if not config.set_timing_cache(config.create_timing_cache(cache_bytes), False):
+            notes.append(f"timing cache {cache_file} does not match this GPU or TensorRT: built without it")
+            config.set_timing_cache(config.create_timing_cache(b""), False)
         plan = builder.build_serialized_network(network, config)
+        if plan is not None:
+            _save_timing_cache(config, cache_file)
     if plan is None:
         raise UserError(f"TensorRT {version} failed to build an engine from {onnx_path} (see its log above)",
                         key=ctx.key, fix="lower max_batch or workspace_gb if it ran out of memory")
     ctx.output().write_bytes(bytes(plan))
-    _save_timing_cache(config, cache_file)
 
     engine = trt.Runtime(logger).deserialize_cuda_engine(ctx.output().read_bytes())
     if engine is None:
@@ -163,16 +206,21 @@ def build(ctx: StepContext) -> dict:
     return {"tensorrt": version, "gpu": device["name"], "compute_capability": device["compute_capability"],
             "strongly_typed": True, "profile": {k: list(v) for k, v in shapes.items()},
             "workspace_bytes": int(workspace_gb * (1 << 30)), "onnx": str(onnx_path), "io": io,
-            "timing_cache": str(cache_file), "notes": notes, "deserialized": True}
+            "timing_cache": str(cache_file), "tf32": bool(ctx.param("allow_tf32")),
+            "progress_monitor_errors": monitor.errors, "notes": notes, "deserialized": True}
 
 
 def _save_timing_cache(config, cache_file: Path) -> None:
-    """Best effort: a cache that can't be written only costs the next build time."""
+    """Merge this build's timings with what is on disk now (another GPU of the same model may have added
+    some), then write atomically, under the cache file's lock. Best effort: a cache that can't be written
+    only costs the next build time."""
     try:
-        data = bytes(config.get_timing_cache().serialize())
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, cache_file)
+        with file_lock(cache_file.with_name(cache_file.name + ".lock")):
+            ours = config.get_timing_cache()
+            if cache_file.exists():
+                ours.combine(config.create_timing_cache(cache_file.read_bytes()), False)
+            tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
+            tmp.write_bytes(bytes(ours.serialize()))
+            os.replace(tmp, cache_file)
     except OSError as e:
         print(f"warning: timing cache not saved to {cache_file}: {e}")

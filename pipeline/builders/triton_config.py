@@ -22,7 +22,7 @@ def triton_io(values) -> list[tuple[str, str, list[int]]]:
 
 
 def build_config(name: str, platform: str, inputs, outputs, *, max_batch: int, dynamic_batching: dict,
-                 instance_group: dict, untrained: bool):
+                 instance_group: dict, untrained: bool, tensorrt_accelerator: dict | None = None):
     from tritonclient.grpc import model_config_pb2 as mc
 
     cfg = mc.ModelConfig(name=name, platform=platform, max_batch_size=max_batch)
@@ -35,6 +35,11 @@ def build_config(name: str, platform: str, inputs, outputs, *, max_batch: int, d
     cfg.dynamic_batching.max_queue_delay_microseconds = dynamic_batching["max_queue_delay_us"]
     cfg.instance_group.add(count=instance_group["count"],
                            kind=mc.ModelInstanceGroup.Kind.Value(f"KIND_{instance_group['kind'].upper()}"))
+    if tensorrt_accelerator is not None:
+        # onnxruntime's TensorRT execution provider: the only one that runs a TensorRT plugin node.
+        accelerator = cfg.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+        for key, value in tensorrt_accelerator.items():
+            accelerator.parameters[key] = value
     if untrained:
         # Random weights: say so where an operator looking at the repository will see it.
         cfg.parameters["untrained_random_weights"].string_value = "true"
@@ -52,7 +57,7 @@ def write_config(ctx: StepContext) -> dict:
     inputs, outputs = (triton_io(v) for v in graph_io(graph))
     cfg = build_config(ctx.param("folder"), ctx.param("platform"), inputs, outputs, max_batch=ctx.param("max_batch"),
                        dynamic_batching=ctx.param("dynamic_batching"), instance_group=ctx.param("instance_group"),
-                       untrained=ctx.param("untrained"))
+                       untrained=ctx.param("untrained"), tensorrt_accelerator=ctx.param("tensorrt_accelerator"))
     text = text_format.MessageToString(cfg)
     again = text_format.Parse(text, mc.ModelConfig())  # what Triton will read
     if again != cfg:

@@ -94,7 +94,7 @@ def _plan(fmt: str, source, family) -> Step:
         applies=family(lambda m: fmt in m["settings"]["formats"]), subname=lambda m: L.folder(m, fmt),
         inputs={"onnx": source}, outputs={"plan": lambda m: L.plan(m, fmt)},
         record=lambda m: L.verification_record(L.plan(m, fmt)),
-        params=lambda m: {**_settings("max_batch", "workspace_gb", "precision")(m), **plan_identity()})
+        params=lambda m: {**_settings("max_batch", "workspace_gb", "precision", "allow_tf32")(m), **plan_identity()})
 
 
 PLAN = _plan("trt", lambda m: L.trt_source(m, False), yolo)
@@ -145,13 +145,24 @@ ENCODER_INFO = Sidecar("encoder_info", "encoder.json", "pipeline.builders.encode
                        {"clip_record": L.clip_record}, params=lambda m: {"role": m["role"]})
 
 
+def onnxruntime_tensorrt(m: dict) -> dict:
+    """Triton's onnxruntime backend runs EfficientNMS_TRT only through its TensorRT execution accelerator:
+    the parameters of `optimization { execution_accelerators { gpu_execution_accelerator ... } }`."""
+    s, o = m["settings"], m["settings"]["onnx_tensorrt"]
+    return {"precision_mode": (o["precision"] or s["precision"]).upper(),
+            "max_workspace_size_bytes": str(int((o["workspace_gb"] or s["workspace_gb"]) * (1 << 30))),
+            "trt_engine_cache_enable": "true",
+            "trt_engine_cache_path": f"{o['engine_cache_path'].rstrip('/')}/{L.folder(m, 'onnx_end2end')}"}
+
+
 class TritonFolder:
     """One Triton folder kind: the step making its model file, the ONNX whose I/O its config describes
-    (`io_source`: the model file itself for ONNX folders, the plan's ONNX for plan folders), its sidecar."""
+    (`io_source`: the model file itself for ONNX folders, the plan's ONNX for plan folders), its sidecar,
+    and the TensorRT accelerator its onnxruntime folder needs (model -> parameters, or None)."""
 
-    def __init__(self, family, format, platform, model_step, io_source, sidecar=LABELS):
+    def __init__(self, family, format, platform, model_step, io_source, sidecar=LABELS, accelerator=None):
         self.family, self.format, self.platform, self.model_step = family, format, platform, model_step
-        self.io_source, self.sidecar = io_source, sidecar
+        self.io_source, self.sidecar, self.accelerator = io_source, sidecar, accelerator
 
     def applies(self, m: dict) -> bool:
         return L.family(m) == self.family and self.format in m["settings"]["formats"]
@@ -169,6 +180,7 @@ class TritonFolder:
             subname=lambda m: L.folder(m, fmt), inputs={"graph": self.io_source}, after=self.model_task,
             outputs={"config": lambda m: f"{L.folder_path(m, fmt)}/config.pbtxt"},
             params=lambda m: {"folder": L.folder(m, fmt), "platform": self.platform, "untrained": m["untrained"],
+                              "tensorrt_accelerator": self.accelerator(m) if self.accelerator else None,
                               **_settings("max_batch", "dynamic_batching", "instance_group")(m)})
 
     def sidecar_step(self) -> Step:
@@ -182,7 +194,8 @@ class TritonFolder:
 
 FOLDERS = (
     TritonFolder("yolo", "onnx", "onnxruntime_onnx", EXPORT_ONNX, L.raw_onnx),
-    TritonFolder("yolo", "onnx_end2end", "onnxruntime_onnx", END2END_ONNX, L.end2end_onnx),
+    TritonFolder("yolo", "onnx_end2end", "onnxruntime_onnx", END2END_ONNX, L.end2end_onnx,
+                 accelerator=onnxruntime_tensorrt),
     # A plan's I/O is its ONNX's (the config is written from that, so a config-only change never
     # touches the plan, and the config exists wherever the plan's ONNX does).
     TritonFolder("yolo", "trt", "tensorrt_plan", PLAN, lambda m: L.trt_source(m, False)),

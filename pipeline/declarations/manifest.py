@@ -46,6 +46,7 @@ ALLOWED = {
     "formats": f"a list drawn from {', '.join(FORMATS)} (encoders: {', '.join(ENCODER_FORMATS)})",
     "opset": f"an ONNX opset from {OPSET_MIN} to {OPSET_MAX} (17 is what TensorRT 10/11 parse best)",
     "workspace_gb": "a positive number of GiB, e.g. 4",
+    "allow_tf32": "true or false (false: FP32 layers of TensorRT plans really run in FP32)",
     "normalize_boxes": "true or false",
     "class_agnostic": "true or false",
     "save_labels": "true or false",
@@ -64,6 +65,7 @@ ALLOWED = {
     "count": "a positive integer",
     "preferred_batch_sizes": "a list of positive integers, each at most max_batch",
     "max_queue_delay_us": "a non-negative integer of microseconds, e.g. 5000",
+    "engine_cache_path": "an absolute path, writable by the Triton server, e.g. /tmp/triton-onnxruntime-trt-cache",
 }
 
 
@@ -81,6 +83,14 @@ class InstanceGroup(Strict):
     count: Annotated[int, Field(gt=0)] = 1
 
 
+class OnnxTensorRT(Strict):
+    """The TensorRT execution accelerator Triton's onnxruntime backend uses for the End2End ONNX folders
+    (the only onnxruntime provider that runs EfficientNMS_TRT). None: the model's own setting."""
+    precision: Literal["fp16", "fp32"] | None = None
+    workspace_gb: Annotated[float, Field(gt=0)] | None = None
+    engine_cache_path: Annotated[str, StringConstraints(pattern=r"^/")] = "/tmp/triton-onnxruntime-trt-cache"
+
+
 class Settings(Strict):
     """Every knob a model can set; the `defaults` block sets them for all models."""
     imgsz: int = 640
@@ -94,9 +104,11 @@ class Settings(Strict):
     formats: list[Format] = Field(default_factory=lambda: list(FORMATS))
     opset: Opset = 17
     workspace_gb: Annotated[float, Field(gt=0)] = 4.0
+    allow_tf32: bool = False
     save_labels: bool = True
     dynamic_batching: DynamicBatching = DynamicBatching()
     instance_group: InstanceGroup = InstanceGroup()
+    onnx_tensorrt: OnnxTensorRT = OnnxTensorRT()
 
     @field_validator("imgsz")
     @classmethod
@@ -147,6 +159,7 @@ class EncoderEntry(Strict):
     precision: Literal["fp16", "fp32"] = "fp16"
     opset: Opset = 17
     workspace_gb: Annotated[float, Field(gt=0)] = 4.0
+    allow_tf32: bool = False
     dynamic_batching: DynamicBatching = DynamicBatching()
     instance_group: InstanceGroup = InstanceGroup()
 
@@ -192,6 +205,9 @@ def _explain(error: ValidationError, file: str, prefix: str = "") -> UserError:
         allowed = _allowed_keys(prefix.split(".") + loc if prefix else loc)
         fix = f"remove '{loc[-1]}' or correct its spelling; allowed keys here: {allowed}"
         msg = f"unknown key '{loc[-1]}'" + (f" under '{parent}'" if parent else "")
+    elif first["type"] == "string_pattern_mismatch" and leaf == "engine_cache_path":
+        msg = f"{first.get('input')!r} is not an absolute path"
+        fix = f"use {ALLOWED[leaf]}"
     elif first["type"] == "string_pattern_mismatch":
         msg = f"{first.get('input')!r} is not a usable Triton model name"
         fix = f"use {ALLOWED['triton_name']}"
@@ -219,6 +235,8 @@ def _allowed_keys(loc: list[str]) -> str:
             return ", ".join(DynamicBatching.model_fields)
         if tail == "instance_group":
             return ", ".join(InstanceGroup.model_fields)
+        if tail == "onnx_tensorrt":
+            return ", ".join(OnnxTensorRT.model_fields)
         return ", ".join(Settings.model_fields)
     return "see manifests/README.md"
 
@@ -336,6 +354,12 @@ def resolve(path: Path, root: Path, custom: str | None = None, standalone_custom
             raise UserError(f"preferred batch size {max(sizes)} exceeds max_batch {s['max_batch']}", file=file,
                             key=f"{rec['key']}.dynamic_batching.preferred_batch_sizes",
                             fix="lower the preferred sizes or raise max_batch")
+        if s.get("class_agnostic") and "onnx_end2end" in s["formats"]:
+            raise UserError("class_agnostic NMS cannot be served by the onnx_end2end format: onnxruntime's schema "
+                            "of EfficientNMS_TRT has no class_agnostic attribute, so Triton's onnxruntime backend "
+                            "would refuse the graph", file=file, key=f"{rec['key']}.class_agnostic",
+                            fix="set class_agnostic: false, or drop onnx_end2end from formats (the TensorRT plan, "
+                                "trt_end2end, supports class_agnostic)")
     return records
 
 

@@ -39,37 +39,107 @@ TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt_cu13_bindings", "tensorrt_cu12_b
 
 
 def tensorrt_version() -> str | None:
+    """From pip metadata, else (system packages, NGC containers) from the `__version__` line of the
+    package's own __init__.py on sys.path — read as text, never imported: dodo.py must not load CUDA."""
     have = installed()
     for dist in TENSORRT_DISTRIBUTIONS:
         if dist in have:
             return have[dist]
-    return None
+    return _tensorrt_version_from_source()
 
 
 @functools.lru_cache(maxsize=1)
+def _tensorrt_version_from_source() -> str | None:
+    for entry in sys.path:
+        for package in ("tensorrt", "tensorrt_bindings"):
+            init = os.path.join(entry or ".", package, "__init__.py")
+            if os.path.isfile(init):
+                try:
+                    with open(init, encoding="utf-8", errors="replace") as f:
+                        found = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', f.read(), re.M)
+                except OSError:
+                    continue
+                if found:
+                    return found.group(1)
+    return None
+
+
+class NoVisibleGpu(Exception):
+    """Why no GPU can build a plan here (a sentence for the user)."""
+
+
+def visible_gpu() -> dict:
+    """{'index', 'uuid', 'name', 'compute_capability'} of the GPU a CUDA process started here will use as
+    device 0, or NoVisibleGpu saying why none. Honours CUDA_VISIBLE_DEVICES given as indices (PCI bus
+    order: the plan builder sets CUDA_DEVICE_ORDER=PCI_BUS_ID, the order nvidia-smi numbers in), GPU
+    UUIDs (or unique prefixes) and MIG UUIDs (the GPU that holds the instance)."""
+    found = _visible_gpu()
+    if isinstance(found, str):
+        raise NoVisibleGpu(found)
+    return found
+
+
 def gpu() -> dict | None:
-    """{'index', 'name', 'compute_capability'} of the first visible NVIDIA GPU, or None."""
+    try:
+        return visible_gpu()
+    except NoVisibleGpu:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _visible_gpu() -> dict | str:
+    raw = os.environ.get("CUDA_VISIBLE_DEVICES")
+    first = raw.split(",")[0].strip() if raw is not None else "0"
+    if raw is not None and (not first or first.startswith("-")):
+        return (f"CUDA_VISIBLE_DEVICES is {raw!r}, which hides every GPU; unset it or name the GPU to build on "
+                "(an index, a GPU-... UUID or a MIG-... UUID)")
     smi = shutil.which("nvidia-smi")
     if not smi:
-        return None
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    cmd = [smi, "--query-gpu=index,name,compute_cap", "--format=csv,noheader"]
-    if visible and visible.isdigit():
-        cmd.insert(1, f"--id={visible}")
+        return "nvidia-smi is not on PATH, so no NVIDIA GPU (or driver) is visible"
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=True).stdout
+        out = subprocess.run([smi, "--query-gpu=index,uuid,name,compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"nvidia-smi failed ({e})"
+    gpus = []
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 4 and parts[0].isdigit():
+            gpus.append({"index": int(parts[0]), "uuid": parts[1], "name": parts[2], "compute_capability": parts[3]})
+    if not gpus:
+        return "nvidia-smi lists no GPU"
+    if first.isdigit():
+        n = int(first)
+        return gpus[n] if n < len(gpus) else f"CUDA_VISIBLE_DEVICES names GPU {n}, but nvidia-smi lists {len(gpus)}"
+    if first.startswith("MIG-"):
+        parent = _mig_parent(smi, first)
+        first = parent or first
+    matches = [g for g in gpus if g["uuid"].startswith(first)]
+    if len(matches) == 1:
+        return matches[0]
+    return f"CUDA_VISIBLE_DEVICES={raw!r} matches {len(matches)} of the GPUs nvidia-smi lists (by UUID)"
+
+
+def _mig_parent(smi: str, mig: str) -> str | None:
+    """The UUID of the GPU holding MIG instance `mig`, from `nvidia-smi -L`."""
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    line = next((ln for ln in out.splitlines() if ln.strip()), "")
-    parts = [p.strip() for p in line.split(",")]
-    if len(parts) != 3:
-        return None
-    return {"index": int(parts[0]), "name": parts[1], "compute_capability": parts[2]}
+    parent = None
+    for line in out.splitlines():
+        gpu_uuid = re.search(r"^GPU \d+:.*\(UUID: (GPU-[^)]+)\)", line)
+        if gpu_uuid:
+            parent = gpu_uuid.group(1)
+        elif mig in line:
+            return parent
+    return None
 
 
 def plan_identity() -> dict:
-    """What makes a plan stale besides its ONNX and settings."""
+    """What makes a plan stale besides its ONNX and settings: the TensorRT version, and the GPU model
+    (an engine runs only on the GPU generation that built it; the timing cache is per GPU model)."""
     version = tensorrt_version()
     g = gpu() if version else None  # no nvidia-smi call where no plan can be built anyway
-    return {"tensorrt": version or "absent", "compute_capability": g["compute_capability"] if g else "no-gpu"}
-
+    return {"tensorrt": version or "absent", "compute_capability": g["compute_capability"] if g else "no-gpu",
+            "gpu": g["name"] if g else "no-gpu"}

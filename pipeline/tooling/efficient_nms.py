@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 MAX_CANDIDATES = 4096
+PLUGIN_DEFAULTS = {"background_class": -1, "score_activation": 0, "box_coding": 0, "class_agnostic": 0}
 
 
 def efficient_nms(boxes: np.ndarray, scores: np.ndarray, *, score_threshold: float, iou_threshold: float,
@@ -125,6 +126,9 @@ def cpu_session(model):
     for node in copy.graph.node:
         if node.op_type == "EfficientNMS_TRT":
             node.domain = "ai.onnx.contrib"
+            # onnxruntime-extensions passes every declared attribute: spell out the plugin's defaults
+            given = {a.name for a in node.attribute}
+            node.attribute.extend(onnx.helper.make_attribute(k, v) for k, v in PLUGIN_DEFAULTS.items() if k not in given)
     imports = [o for o in copy.opset_import if o.domain not in ("TRT", "ai.onnx.contrib")]
     del copy.opset_import[:]
     copy.opset_import.extend(imports + [onnx.helper.make_opsetid("ai.onnx.contrib", 1)])

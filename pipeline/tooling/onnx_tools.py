@@ -82,6 +82,12 @@ def set_metadata(model, meta: dict[str, str], replace: bool = True) -> None:
         model.metadata_props.add(key=k, value=str(v))
 
 
+# TensorRT plugins that our graphs carry, in the default ONNX domain: onnxruntime knows their schema (a
+# contrib op of its TensorRT execution provider) but has no CPU kernel for them; onnx's checker knows
+# neither; TensorRT's ONNX parser finds the plugin by op type, whatever the domain.
+TENSORRT_ONLY_OPS = frozenset({"EfficientNMS_TRT"})
+
+
 def finish(model, path: Path, like=None) -> None:
     """Save and check a graph; with `like`, keep that source graph's IR version and metadata first."""
     import onnx
@@ -90,7 +96,43 @@ def finish(model, path: Path, like=None) -> None:
         model.ir_version = like.ir_version
         set_metadata(model, {p.key: p.value for p in like.metadata_props})
     onnx.save(model, str(path))
-    onnx.checker.check_model(str(path), full_check=True)  # strict shape inference included
+    check(path)
+
+
+def check(path: Path) -> None:
+    """onnx.checker with strict shape inference. A TensorRT-only node is checked in a copy that puts it in
+    a custom domain (the checker skips those; in the default domain it would refuse an op it does not know)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    plugins = [n for n in model.graph.node if n.op_type in TENSORRT_ONLY_OPS and n.domain in ("", "ai.onnx")]
+    if not plugins:
+        onnx.checker.check_model(str(path), full_check=True)
+        return
+    for node in plugins:
+        node.domain = "trt.plugins"
+    model.opset_import.append(onnx.helper.make_opsetid("trt.plugins", 1))
+    onnx.checker.check_model(model, full_check=True)
+
+
+def onnxruntime_schema(path: Path) -> str:
+    """What Triton's onnxruntime backend does first: create a plain onnxruntime session of the graph. A graph
+    whose only problem is a TensorRT-only node without a CPU kernel is valid there (onnxruntime's TensorRT
+    execution provider takes that node); anything else onnxruntime refuses is an error."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return "plain onnxruntime loads it"
+    except Exception as e:  # onnxruntime raises its own pybind exception types
+        message = str(e)
+    missing = [op for op in TENSORRT_ONLY_OPS if f"Could not find an implementation for {op}" in message]
+    if "NOT_IMPLEMENTED" in message and missing:
+        return (f"valid for onnxruntime; no CPU kernel for {', '.join(missing)}: it runs with onnxruntime's "
+                "TensorRT execution provider")
+    raise RuntimeError(f"plain onnxruntime refuses {path}, as Triton's onnxruntime backend would: {message}")
 
 
 def export_like(graph, like):
