@@ -125,6 +125,15 @@ def analyse(name: str, path: Path) -> dict:
 
 
 @functools.lru_cache(maxsize=1)
+def _all_distributions() -> dict[str, list[str]]:
+    """importlib.metadata's module -> distributions map: ~0.3 s, so at most once per process, and only for a
+    module not named after its distribution (open_clip, yaml, google.protobuf), when the environment changed."""
+    from importlib.metadata import packages_distributions
+
+    return packages_distributions()
+
+
+@functools.lru_cache(maxsize=1)
 def _environment_key() -> str:
     return hashlib.sha256(json.dumps(sorted(tools.installed().items())).encode()).hexdigest()
 
@@ -222,10 +231,10 @@ class CodeIndex:
         cached = self.dists if self.dists.get("key") == key else {"key": key, "map": {}}
         missing = [t for t in tops if t not in cached["map"]]
         if missing:
-            from importlib.metadata import packages_distributions
-
-            found = packages_distributions()
-            cached["map"].update({t: sorted(set(found.get(t, []))) for t in missing})
+            have = tools.installed()
+            for top in missing:  # most distributions are named after their module (torch, onnx, ...)
+                found = [top] if tools.normalise(top) in have else _all_distributions().get(top, [])
+                cached["map"][top] = sorted(set(found))
             self.dists, self.dirty = cached, True
         return cached["map"]
 
