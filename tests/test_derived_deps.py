@@ -51,7 +51,7 @@ def literal_reads(fn: ast.FunctionDef) -> dict[str, set[str]]:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
                 isinstance(node.func.value, ast.Name) and node.func.value.id == "ctx" and node.args and \
                 isinstance(node.args[0], ast.Constant):
-            kind = {"param": "param", "input": "input", "has_input": "input", "output": "output",
+            kind = {"param": "param", "input": "input", "output": "output",
                     "final": "output"}.get(node.func.attr)
             if kind:
                 reads[kind].add(node.args[0].value)

@@ -259,7 +259,3 @@ def index() -> CodeIndex:
     if _INDEX is None:
         _INDEX = CodeIndex()
     return _INDEX
-
-
-def builder_module(builder: str) -> str:
-    return builder.split(":")[0]

@@ -31,17 +31,10 @@ class StepContext:
             raise self._undeclared("parameter", name, self._params)
         return self._params[name]
 
-    def has_input(self, name: str) -> bool:
-        return name in self._inputs
-
     def input(self, name: str) -> Path:
         if name not in self._inputs:
             raise self._undeclared("input", name, self._inputs)
         return self._inputs[name]
-
-    @property
-    def input_paths(self) -> list[Path]:
-        return list(self._inputs.values())
 
     def output(self, name: str | None = None) -> Path:
         """Temporary path of an output (the primary one by default): the builder writes here, the runner
@@ -55,10 +48,6 @@ class StepContext:
         if name not in self._outputs:
             raise self._undeclared("output", name, self._outputs)
         return self._outputs[name]
-
-    @property
-    def finals(self) -> list[Path]:
-        return list(self._outputs.values())
 
     def keep(self, final: Path) -> None:
         """The existing file at `final` is already right (e.g. a checkpoint the user placed): don't replace it."""

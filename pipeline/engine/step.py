@@ -51,18 +51,15 @@ class Step:
         self.basename, self.doc, self.builder, self.outputs = basename, doc, builder, outputs
         self.inputs, self.params, self.record = inputs or {}, params, record
         self.applies, self.subname, self.isolate, self.after, self.downloads = applies, subname, isolate, after, downloads
-        self._derived: tuple[dict, dict] | None = None
 
     @property
     def module(self) -> str:
-        return codedeps.builder_module(self.builder)
+        return self.builder.split(":")[0]
 
     def derived(self) -> tuple[dict[str, str], dict[str, str]]:
-        """(code, tools) of the builder: once per step and process."""
-        if self._derived is None:
-            idx = codedeps.index()
-            self._derived = (idx.code(self.module), idx.tools(self.module))
-        return self._derived
+        """(code, tools) of the builder, derived from its import closure (memoised per module by the index)."""
+        idx = codedeps.index()
+        return idx.code(self.module), idx.tools(self.module)
 
     def spec(self, model: Model) -> dict:
         """Everything the runner needs, as JSON-able data: the argument of the task's action."""
