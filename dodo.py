@@ -36,7 +36,8 @@ TRT_FORMATS = ("trt", "trt_end2end")
 
 
 DOIT_CONFIG = {
-    "backend": "json",               # portable state (CI caches, other machines); dbm is not
+    "backend": "json-atomic",        # doit's JSON state (portable: CI caches, other machines), written
+                                     # atomically; a damaged file is set aside (pipeline/engine/state.py)
     "dep_file": ".doit.json",
     # content, not mtime: a restored checkout with new mtimes is up to date (doit's md5 logic, SHA-256
     # shared with the runner so no file is hashed twice)

@@ -36,10 +36,11 @@ class Project:
     def __init__(self, root: Path):
         self.root = root
 
-    def doit(self, *args: str, timeout: float = 600, env: dict | None = None) -> DoitRun:
+    def doit(self, *args: str, timeout: float = 600, env: dict | None = None, prefix: tuple = (),
+             preexec_fn=None) -> DoitRun:
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
-        p = subprocess.run([sys.executable, "-m", "doit", *args], cwd=self.root, env=env, capture_output=True,
-                           text=True, timeout=timeout)
+        p = subprocess.run([*prefix, sys.executable, "-m", "doit", *args], cwd=self.root, env=env,
+                           capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn)
         return DoitRun(p.returncode, p.stdout, p.stderr)
 
     def path(self, rel: str) -> Path:

@@ -42,6 +42,16 @@ MANIFEST_CASES = [
      ["models.a.class_agnostic", "onnx_end2end", "trt_end2end"]),
     ("engine-cache-relative", f"defaults: {{onnx_tensorrt: {{engine_cache_path: cache}}}}\nmodels:\n  a: {{{ARCH}}}\n",
      ["defaults.onnx_tensorrt.engine_cache_path", "absolute path"]),
+    ("triton-release-unknown", f'defaults: {{triton: "25.10"}}\nmodels:\n  a: {{{ARCH}}}\n',
+     ["models.a.triton", "25.10 is not in the pipeline's table", "set tensorrt", "tritonserver:25.10-py3"]),
+    ("triton-release-unquoted", f"defaults: {{triton: 24.10}}\nmodels:\n  a: {{{ARCH}}}\n",
+     ["defaults.triton", "24.1", 'quoted YY.MM, e.g. "24.12"']),
+    ("tensorrt-contradicts-triton", f'models:\n  a: {{{ARCH}, triton: "24.12", tensorrt: "10.8.0.43"}}\n',
+     ["models.a.tensorrt", "Triton 24.12 ships TensorRT 10.7.0.23", "10.8.0.43"]),
+    ("tensorrt-unsupported", f'defaults: {{tensorrt: "8.6.1"}}\nmodels:\n  a: {{{ARCH}}}\n',
+     ["defaults.tensorrt", "'8.6.1' is not a TensorRT 10.x or 11.x version"]),
+    ("trust-not-a-boolean", f"models:\n  a: {{{ARCH}, trust_checkpoint: maybe}}\n",
+     ["models.a.trust_checkpoint", "'maybe'"]),
 ]
 
 
@@ -97,7 +107,7 @@ def test_truncated_checkpoint(project, checkpoints):
     project.write("manifests/m.yaml", "defaults: {formats: [onnx]}\nmodels:\n  b: {pt_file: ../mine/broken.pt}\n")
     run = project.doit("manifest=manifests/m.yaml")
     assert run.rc != 0
-    check_paragraph(run.text, ["m.yaml", "models.b.pt_file", "not a loadable Ultralytics checkpoint", "broken.pt"])
+    check_paragraph(run.text, ["m.yaml", "models.b.pt_file", "is not a loadable checkpoint", "broken.pt"])
     assert project.generated() == []
     assert hashlib.sha256(user.read_bytes()).hexdigest() == before  # the user's file is untouched
 

@@ -315,3 +315,34 @@ def test_no_visible_gpu_is_a_clear_error(trt):
     assert run.rc != 0 and "Traceback" not in run.text
     assert "CUDA_VISIBLE_DEVICES is '-1', which hides every GPU" in " ".join(run.text.split())
     assert not trt.path("models/smoke_trt").exists()
+
+
+@needs_shared
+def test_plans_are_built_only_for_the_tensorrt_of_the_target_triton(trt):
+    # Triton 24.12 ships TensorRT 10.7.0.23 (pipeline/declarations/triton_releases.py): 10.13 must refuse.
+    trt.write("manifests/m.yaml", MANIFEST.replace("imgsz: 320}", 'imgsz: 320, triton: "24.12"}'))
+    run = trt.use("10.13.3.9").doit("manifest=manifests/m.yaml", "plan:smoke_trt")
+    assert run.rc != 0 and "Traceback" not in run.text
+    para = " ".join(run.text.split())
+    for must in ("TensorRT 10.13.3.9 is installed", "Triton 24.12", "ships TensorRT 10.7.0.23",
+                 'pip install "tensorrt==10.7.0.*"', "models.smoke.triton"):
+        assert must in para, para
+    assert not trt.calls("build_serialized_network") and not trt.path("models/smoke_trt").exists()
+
+    # A release the table does not list, with its TensorRT named: built, and the target recorded.
+    trt.write("manifests/m.yaml", MANIFEST.replace("imgsz: 320}", 'imgsz: 320, triton: "25.10", '
+                                                                  'tensorrt: "10.13.3.9"}'))
+    run = trt.doit("manifest=manifests/m.yaml", "plan:smoke_trt")
+    assert run.rc == 0, run.text
+    rec = json.loads(trt.path("models/smoke_trt/1/model.plan.verification.json").read_text())
+    assert rec["params"]["triton_target"]["triton"] == "25.10"
+    assert rec["verification"]["target"] == {**rec["params"]["triton_target"], "checked": True}
+
+    # No target: built as before, with a notice saying which Triton the plan is for; recorded unchecked.
+    trt.write("manifests/m.yaml", MANIFEST)
+    run = trt.doit("manifest=manifests/m.yaml", "plan:smoke_trt")
+    assert run.rc == 0 and "plan:smoke_trt" in run.executed, run.text  # the target is part of the recipe
+    assert "built with TensorRT 10.13.3.9; the plan loads only in a Triton release whose TensorRT" in run.err
+    target = json.loads(trt.path("models/smoke_trt/1/model.plan.verification.json").read_text())[
+        "verification"]["target"]
+    assert target["checked"] is False and target["tensorrt"] == "10.13.3.9"

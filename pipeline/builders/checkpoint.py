@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ..engine.errors import UserError
 from ..engine.hashing import sha256
-from ..families.yolo import configure, load_detection_model
+from ..families.yolo import configure, load_checkpoint, load_detection_model
 
 if TYPE_CHECKING:
     from ..engine.context import StepContext
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 MIN_FREE_BYTES = 500 * 2**20  # the largest built-in (yolo11x.pt) is ~110 MB; leave room for exports too
 
 
-def _describe(model, pt: Path, ctx: StepContext) -> dict:
+def _describe(model, pt: Path, ctx: StepContext, trusted: bool = False) -> dict:
     names = {int(k): str(v) for k, v in dict(model.names).items()}
     nc = int(model.model[-1].nc)
     want_nc, want_names = ctx.param("num_classes"), ctx.param("class_names")
@@ -34,21 +34,23 @@ def _describe(model, pt: Path, ctx: StepContext) -> dict:
     final = list(want_names) if want_names else [names.get(i, f"class{i}") for i in range(nc)]
     return {"task": "detect", "num_classes": nc, "names": final, "checkpoint_names": [names.get(i, f"class{i}")
             for i in range(nc)], "stride": [float(s) for s in model.stride], "sha256": sha256(pt), "path": str(pt),
-            "untrained": ctx.param("untrained")}
+            "untrained": ctx.param("untrained"), "trusted": trusted,
+            "loaded_with": "torch full unpickler (trust_checkpoint: true)" if trusted else
+                           "torch weights-only unpickler, Ultralytics detection allowlist"}
 
 
 def inspect(ctx: StepContext) -> dict:
     """A user's own checkpoint: read only, never copied or modified."""
-    pt = ctx.input("checkpoint")
-    return _describe(load_detection_model(pt, f"{ctx.key}.pt_file"), pt, ctx)
+    pt, trust = ctx.input("checkpoint"), ctx.param("trust_checkpoint")
+    return _describe(load_detection_model(pt, f"{ctx.key}.pt_file", trust), pt, ctx, trust)
 
 
 def download(ctx: StepContext) -> dict:
     """Built-in weights through Ultralytics' asset code (retries, .part files); skipped when present."""
-    final, url = ctx.final("checkpoint"), ctx.param("url")
+    final, url, trust = ctx.final("checkpoint"), ctx.param("url"), ctx.param("trust_checkpoint")
     if final.exists():
         ctx.keep(final)  # placed by hand or downloaded before: verify it, never delete it
-        return {**_describe(load_detection_model(final, ctx.key), final, ctx), "downloaded": False}
+        return {**_describe(load_detection_model(final, ctx.key, trust), final, ctx, trust), "downloaded": False}
     free = shutil.disk_usage(final.parent).free
     if free < MIN_FREE_BYTES:
         raise UserError(f"only {free // 2**20} MiB free in '{final.parent}', {MIN_FREE_BYTES // 2**20} MiB needed "
@@ -72,7 +74,8 @@ def download(ctx: StepContext) -> dict:
         shutil.move(str(got), ctx.output())
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {**_describe(load_detection_model(ctx.output(), ctx.key), ctx.output(), ctx), "downloaded": True,
+    return {**_describe(load_detection_model(ctx.output(), ctx.key, trust), ctx.output(), ctx, trust),
+            "downloaded": True,
             "url": url, "path": str(final)}
 
 
@@ -106,7 +109,7 @@ def materialize(ctx: StepContext) -> dict:
     yolo.save(str(ctx.output()))
     # Model.save stamps the current date; fix it so the same manifest gives byte-identical weights and
     # a rebuild of this step does not cascade through every artifact made from them.
-    ckpt = torch.load(str(ctx.output()), map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(ctx.output(), ctx.key)  # weights-only: Model.save()'s output passes the allowlist
     ckpt["date"] = "untrained"
     buffer = io.BytesIO()  # torch names the zip's folder after the file: save unnamed (pid-free tmp name)
     torch.save(ckpt, buffer)

@@ -23,7 +23,7 @@ def weights(ctx: StepContext) -> dict:
     clip_model, source, download_dir = ctx.param("clip_model"), ctx.param("weights_source"), ctx.param("download_dir")
     file = ctx.input("weights") if source == "file" else None
     tag = ctx.param("weights")
-    model = mobileclip.create(clip_model, source, file or tag, download_dir, ctx.key)
+    model = mobileclip.create(clip_model, source, file or tag, download_dir, ctx.key, ctx.param("trust_checkpoint"))
     files = []
     if source == "file":
         files = [file]

@@ -18,7 +18,8 @@ def export(ctx: StepContext) -> dict:
     role, clip_model, source = ctx.param("role"), ctx.param("clip_model"), ctx.param("weights_source")
     info = json.loads(ctx.input("clip_record").read_text())["verification"]
     weights = ctx.input("weights") if source == "file" else ctx.param("weights")
-    original = mobileclip.create(clip_model, source, weights, ctx.param("download_dir"), ctx.key)
+    original = mobileclip.create(clip_model, source, weights, ctx.param("download_dir"), ctx.key,
+                                 ctx.param("trust_checkpoint"))
     deploy = mobileclip.reparameterized(original)
     modules = mobileclip.assert_reparameterized(deploy)
     wrap, batches = mobileclip.encoder_io(role, clip_model, info)

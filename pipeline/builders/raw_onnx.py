@@ -21,7 +21,7 @@ def export(ctx: StepContext) -> dict:
     import torch
 
     imgsz, untrained = ctx.param("imgsz"), ctx.param("untrained")
-    model = yolo.load_detection_model(ctx.input("checkpoint"), ctx.key)
+    model = yolo.load_detection_model(ctx.input("checkpoint"), ctx.key, ctx.param("trust_checkpoint"))
     x = yolo.verification_images(yolo.VERIFY_BATCH, imgsz)
     with torch.inference_mode():
         reference = model(x)[0].numpy()   # unfused checkpoint model: the source of truth

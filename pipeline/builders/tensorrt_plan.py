@@ -20,9 +20,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..declarations import triton_releases
 from ..engine.errors import UserError
 from ..engine.tools import NoVisibleGpu, visible_gpu
 
@@ -135,6 +137,28 @@ def _progress(trt):
     return Monitor()
 
 
+def check_target(installed: str, target: dict | None, key: str, task: str) -> dict:
+    """A plan loads only in a Triton whose TensorRT is the one that built it: refuse a mismatch before
+    building; without a target (manifest `triton:`), build and say which Triton the plan is for."""
+    ours = triton_releases.engine_version(installed)
+    if target is None:
+        known = [r for r, row in triton_releases.TABLE.items() if triton_releases.engine_version(row[1]) == ours]
+        where = f"Triton {', '.join(known)}" if known else "a Triton release whose TensorRT is that version"
+        notice = (f"notice: {task}: built with TensorRT {installed}; the plan loads only in {where}. Set "
+                  "'triton:' in the manifest to have the installed TensorRT checked against your server's")
+        sys.stderr.write(notice + "\n")
+        return {"triton": None, "tensorrt": installed, "checked": False, "notice": notice}
+    if triton_releases.engine_version(target["tensorrt"]) != ours:
+        serving = f"Triton {target['triton']} (the manifest's triton) ships" if target["triton"] else \
+            "the manifest's tensorrt names"
+        raise UserError(f"TensorRT {installed} is installed, but {serving} TensorRT {target['tensorrt']}: a plan built "
+                        "here would not load in that server", key=f"{key}.triton",
+                        fix=f"install the matching TensorRT (pip install \"{triton_releases.pip_spec(target['tensorrt'])}"
+                            "\"), or build on a host or NGC container that has it, or set triton to the release you "
+                            "serve with")
+    return {**target, "checked": True}
+
+
 def build(ctx: StepContext) -> dict:
     """Step builder (runs in its own process, see engine/step.py `isolate`)."""
     # CUDA numbers devices fastest-first by default; nvidia-smi (and so visible_gpu) in PCI bus order.
@@ -151,6 +175,7 @@ def build(ctx: StepContext) -> dict:
     if major not in (10, 11):
         raise UserError(f"TensorRT {version} is not supported (10.x and 11.x are)", key=ctx.key,
                         fix="install TensorRT 10.x or 11.x, the same version as your Triton server's")
+    target = check_target(version, ctx.param("triton_target"), ctx.key, ctx.task)
     precision, max_batch, workspace_gb = ctx.param("precision"), ctx.param("max_batch"), ctx.param("workspace_gb")
     onnx_path = ctx.input("onnx")
 
@@ -207,7 +232,7 @@ def build(ctx: StepContext) -> dict:
             "strongly_typed": True, "profile": {k: list(v) for k, v in shapes.items()},
             "workspace_bytes": int(workspace_gb * (1 << 30)), "onnx": str(onnx_path), "io": io,
             "timing_cache": str(cache_file), "tf32": bool(ctx.param("allow_tf32")),
-            "progress_monitor_errors": monitor.errors, "notes": notes, "deserialized": True}
+            "progress_monitor_errors": monitor.errors, "notes": notes, "deserialized": True, "target": target}
 
 
 def _save_timing_cache(config, cache_file: Path) -> None:

@@ -36,7 +36,8 @@ def _user_weights(m: dict) -> str | None:
 def _clip_source(m: dict) -> dict:
     return {"clip_model": m["clip_model"], "weights_source": m["weights_source"],
             "weights": None if m["weights_source"] == "file" else m["weights"],
-            "download_dir": L.clip_download_dir(m) if m["weights_source"] == "pretrained" else None}
+            "download_dir": L.clip_download_dir(m) if m["weights_source"] == "pretrained" else None,
+            "trust_checkpoint": m["weights_source"] == "file" and m["trust_checkpoint"]}
 
 
 # ---- checkpoints: every YOLO model ends in pytorch_models/<name>.checkpoint.json (classes, names, SHA-256)
@@ -44,7 +45,7 @@ DOWNLOAD = Step(
     basename="download", doc="Download the built-in weights {pt} (Ultralytics assets) and verify them",
     builder="pipeline.builders.checkpoint:download", applies=yolo(lambda m: m["source"] == "builtin"),
     outputs={"checkpoint": lambda m: m["pt"]}, record=L.checkpoint_record, downloads=("checkpoint",),
-    params=lambda m: {"url": m["url"], **_class_spec(m)})
+    params=lambda m: {"url": m["url"], "trust_checkpoint": m["trust_checkpoint"], **_class_spec(m)})
 
 MATERIALIZE = Step(
     basename="materialize", doc="Build the UNTRAINED {arch} model {pt} (random weights, for smoke tests)",
@@ -55,7 +56,8 @@ MATERIALIZE = Step(
 INSPECT = Step(
     basename="inspect", doc="Check the user checkpoint {pt} is a detection model; record classes and SHA-256",
     builder="pipeline.builders.checkpoint:inspect", applies=yolo(lambda m: m["source"] == "file"),
-    inputs={"checkpoint": lambda m: m["pt"]}, outputs={}, record=L.checkpoint_record, params=_class_spec)
+    inputs={"checkpoint": lambda m: m["pt"]}, outputs={}, record=L.checkpoint_record,
+    params=lambda m: {"trust_checkpoint": m["trust_checkpoint"], **_class_spec(m)})
 
 # ---- graphs
 EXPORT_ONNX = Step(
@@ -63,7 +65,8 @@ EXPORT_ONNX = Step(
     builder="pipeline.builders.raw_onnx:export", applies=yolo(),
     inputs={"checkpoint": lambda m: m["pt"], "checkpoint_record": L.checkpoint_record},
     outputs={"onnx": L.raw_onnx}, record=lambda m: L.verification_record(L.raw_onnx(m)),
-    params=lambda m: {**_settings("imgsz", "opset")(m), "untrained": m["untrained"]})
+    params=lambda m: {**_settings("imgsz", "opset")(m), "untrained": m["untrained"],
+                      "trust_checkpoint": m["trust_checkpoint"]})
 
 _NMS = _settings("imgsz", "topk", "iou", "conf", "normalize_boxes", "class_agnostic")
 
@@ -94,7 +97,8 @@ def _plan(fmt: str, source, family) -> Step:
         applies=family(lambda m: fmt in m["settings"]["formats"]), subname=lambda m: L.folder(m, fmt),
         inputs={"onnx": source}, outputs={"plan": lambda m: L.plan(m, fmt)},
         record=lambda m: L.verification_record(L.plan(m, fmt)),
-        params=lambda m: {**_settings("max_batch", "workspace_gb", "precision", "allow_tf32")(m), **plan_identity()})
+        params=lambda m: {**_settings("max_batch", "workspace_gb", "precision", "allow_tf32", "triton_target")(m),
+                          **plan_identity()})
 
 
 PLAN = _plan("trt", lambda m: L.trt_source(m, False), yolo)

@@ -15,7 +15,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, Validatio
                       field_validator, model_validator)
 
 from ..engine.errors import UserError
-from . import layout
+from . import layout, triton_releases
 from .layout import ENCODER_FORMATS, FORMATS
 
 # The documented built-in sizes: size -> (checkpoint letter, max_batch). topk 300 for all.
@@ -31,6 +31,8 @@ EncoderFormat = Literal[ENCODER_FORMATS]
 # Each numeric rule is declared once; the schema and the error messages both read it.
 OPSET_MIN, OPSET_MAX = 14, 20
 Opset = Annotated[int, Field(ge=OPSET_MIN, le=OPSET_MAX)]
+TritonRelease = Annotated[str, StringConstraints(pattern=r"^[0-9]{2}\.[0-9]{2}$")]
+TensorRTVersion = Annotated[str, StringConstraints(pattern=r"^1[01]\.[0-9]+\.[0-9]+(\.[0-9]+)?$")]
 IMGSZ_MIN, IMGSZ_MAX = 32, 4096
 TOPK_MAX = 4096  # EfficientNMS_TRT keeps at most 4096 candidates
 
@@ -65,8 +67,16 @@ ALLOWED = {
     "count": "a positive integer",
     "preferred_batch_sizes": "a list of positive integers, each at most max_batch",
     "max_queue_delay_us": "a non-negative integer of microseconds, e.g. 5000",
+    "triton": f"a Triton release as a quoted YY.MM, e.g. \"24.12\" (known: {', '.join(triton_releases.TABLE)}; others "
+              "need 'tensorrt' too)",
+    "tensorrt": "the TensorRT version the serving Triton ships, e.g. \"10.13.3.9\" (10.x or 11.x)",
+    "trust_checkpoint": "true or false (true: load the file with torch's full unpickler, which runs any code in it)",
     "engine_cache_path": "an absolute path, writable by the Triton server, e.g. /tmp/triton-onnxruntime-trt-cache",
 }
+
+
+PATTERN_WHAT = {"engine_cache_path": "an absolute path", "triton": "a Triton release (YY.MM)",
+                "tensorrt": "a TensorRT 10.x or 11.x version"}
 
 
 class Strict(BaseModel):
@@ -109,6 +119,8 @@ class Settings(Strict):
     dynamic_batching: DynamicBatching = DynamicBatching()
     instance_group: InstanceGroup = InstanceGroup()
     onnx_tensorrt: OnnxTensorRT = OnnxTensorRT()
+    triton: TritonRelease | None = None        # the Triton release serving the plans (triton_releases.py)
+    tensorrt: TensorRTVersion | None = None    # its TensorRT, for a release the table does not list
 
     @field_validator("imgsz")
     @classmethod
@@ -127,7 +139,8 @@ class Settings(Strict):
 
 # Per-model overrides are taken as given here and validated after merging with the defaults, so that a
 # bad value is reported at the key the user wrote (models.NAME.topk) with the same rules as `defaults`.
-BuiltinEntry = create_model("BuiltinEntry", __base__=Strict, **{k: (Any, None) for k in Settings.model_fields})
+BuiltinEntry = create_model("BuiltinEntry", __base__=Strict, **{k: (Any, None) for k in Settings.model_fields},
+                            trust_checkpoint=(bool, False))
 
 
 class ModelEntry(BuiltinEntry):
@@ -162,6 +175,9 @@ class EncoderEntry(Strict):
     allow_tf32: bool = False
     dynamic_batching: DynamicBatching = DynamicBatching()
     instance_group: InstanceGroup = InstanceGroup()
+    trust_checkpoint: bool = False
+    triton: TritonRelease | None = None       # None: the defaults' value
+    tensorrt: TensorRTVersion | None = None
 
     @field_validator("formats")
     @classmethod
@@ -205,8 +221,8 @@ def _explain(error: ValidationError, file: str, prefix: str = "") -> UserError:
         allowed = _allowed_keys(prefix.split(".") + loc if prefix else loc)
         fix = f"remove '{loc[-1]}' or correct its spelling; allowed keys here: {allowed}"
         msg = f"unknown key '{loc[-1]}'" + (f" under '{parent}'" if parent else "")
-    elif first["type"] == "string_pattern_mismatch" and leaf == "engine_cache_path":
-        msg = f"{first.get('input')!r} is not an absolute path"
+    elif first["type"] == "string_pattern_mismatch" and leaf in PATTERN_WHAT:
+        msg = f"{first.get('input')!r} is not {PATTERN_WHAT[leaf]}"
         fix = f"use {ALLOWED[leaf]}"
     elif first["type"] == "string_pattern_mismatch":
         msg = f"{first.get('input')!r} is not a usable Triton model name"
@@ -324,10 +340,12 @@ def resolve(path: Path, root: Path, custom: str | None = None, standalone_custom
             "key": f"builtins.{size}", "name": f"yolov11_{size}", "source": "builtin", "size": size,
             "pt": layout.builtin_checkpoint(file_name), "url": BUILTIN_RELEASE_URL.format(file=file_name),
             "num_classes": None, "class_names": None, "untrained": False,
+            "trust_checkpoint": bool(entry and entry.trust_checkpoint),
             "settings": settings(entry, {"max_batch": max_batch, "topk": 300}, f"builtins.{size}"),
         })
     for key, entry in manifest.models.items():
         rec: dict[str, Any] = {"key": f"models.{key}", "num_classes": entry.num_classes,
+                               "trust_checkpoint": entry.trust_checkpoint,
                                "class_names": entry.class_names, "settings": settings(entry, {}, f"models.{key}")}
         if entry.pt_file is not None:
             pt = Path(os.path.expanduser(entry.pt_file))
@@ -343,7 +361,7 @@ def resolve(path: Path, root: Path, custom: str | None = None, standalone_custom
         records.append(rec)
 
     for key, enc in manifest.encoders.items():
-        records += _encoder_records(key, enc, path, root)
+        records += _encoder_records(key, enc, path, root, manifest.defaults)
     for rec in records:
         rec["manifest"] = file
     _check_names(records, file)
@@ -354,6 +372,7 @@ def resolve(path: Path, root: Path, custom: str | None = None, standalone_custom
             raise UserError(f"preferred batch size {max(sizes)} exceeds max_batch {s['max_batch']}", file=file,
                             key=f"{rec['key']}.dynamic_batching.preferred_batch_sizes",
                             fix="lower the preferred sizes or raise max_batch")
+        s["triton_target"] = _triton_target(s, rec["key"], file)
         if s.get("class_agnostic") and "onnx_end2end" in s["formats"]:
             raise UserError("class_agnostic NMS cannot be served by the onnx_end2end format: onnxruntime's schema "
                             "of EfficientNMS_TRT has no class_agnostic attribute, so Triton's onnxruntime backend "
@@ -363,7 +382,23 @@ def resolve(path: Path, root: Path, custom: str | None = None, standalone_custom
     return records
 
 
-def _encoder_records(key: str, enc: EncoderEntry, path: Path, root: Path) -> list[dict]:
+def _triton_target(s: dict, key: str, file: str) -> dict | None:
+    """`triton` (+ `tensorrt`) -> the TensorRT version the plans must be built with, checked here."""
+    release, tensorrt = s["triton"], s["tensorrt"]
+    row = triton_releases.TABLE.get(release) if release else None
+    if release and not row and not tensorrt:
+        raise UserError(f"Triton release {release} is not in the pipeline's table of which TensorRT each release "
+                        f"ships (it knows {', '.join(triton_releases.TABLE)})", file=file, key=f"{key}.triton",
+                        fix=f"also set tensorrt to that release's TensorRT version, e.g. tensorrt: \"10.13.3.9\" (find "
+                            f"it with: docker run --rm nvcr.io/nvidia/tritonserver:{release}-py3 "
+                            "bash -c 'dpkg -l | grep libnvinfer')")
+    if row and tensorrt and triton_releases.engine_version(tensorrt) != triton_releases.engine_version(row[1]):
+        raise UserError(f"Triton {release} ships TensorRT {row[1]}, but tensorrt says {tensorrt}", file=file,
+                        key=f"{key}.tensorrt", fix="remove tensorrt (the release implies it) or correct triton")
+    return triton_releases.target(release, tensorrt)
+
+
+def _encoder_records(key: str, enc: EncoderEntry, path: Path, root: Path, defaults: Settings) -> list[dict]:
     """Two records per MobileCLIP2 model, image and text encoder, sharing one weights record."""
     weights = enc.weights
     if weights == "untrained":
@@ -374,13 +409,16 @@ def _encoder_records(key: str, enc: EncoderEntry, path: Path, root: Path) -> lis
         source = {"weights_source": "file", "weights": _portable(file, root)}
     else:
         source = {"weights_source": "pretrained", "weights": weights}
-    common = enc.model_dump(exclude={"image_max_batch", "text_max_batch", "weights"})
+    common = enc.model_dump(exclude={"image_max_batch", "text_max_batch", "weights", "trust_checkpoint"})
+    if enc.triton is None and enc.tensorrt is None:
+        common.update(triton=defaults.triton, tensorrt=defaults.tensorrt)
     out = []
     for role, max_batch in (("image", enc.image_max_batch), ("text", enc.text_max_batch)):
         out.append({
             "key": f"encoders.{key}", "family": "clip", "role": role, "encoder": key,
             "name": f"{key}_{role}_encoder", "clip_model": enc.model, **source,
             "untrained": source["weights_source"] == "untrained", "num_classes": None, "class_names": None,
+            "trust_checkpoint": enc.trust_checkpoint,
             "settings": {**common, "max_batch": max_batch, "save_labels": False},
         })
     return out

@@ -31,28 +31,51 @@ def load_models(manifest: str, custom: str | None, root: Path, explicit_manifest
         json.dumps(codedeps.index().code(f"{__package__}.manifest")).encode(), str(root.absolute()).encode(),
     ])).hexdigest()[:24]
     cached = root / CACHE_DIR / f"{key}.json"
-    if text and cached.exists():
-        records = json.loads(cached.read_text())
-    else:
+    records = _cached(cached) if text else None
+    if records is None:
         from .manifest import resolve  # pydantic + yaml: only when the manifest changed
         records = resolve(path, root, custom, standalone_custom=standalone)
-        cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(records))
-        os.replace(tmp, cached)
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(records))
+            os.replace(tmp, cached)
+        except OSError:  # read-only or full disk: validated again next time
+            tmp.unlink(missing_ok=True)
     _check_inputs(records, str(path))
     return records
+
+
+def _cached(path: Path) -> list[dict] | None:
+    """A cached resolution, or None when absent or damaged (then the manifest is validated again)."""
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(records, list) and all(isinstance(r, dict) and "key" in r and "settings" in r for r in records)
+    return records if ok else None
+
+
+def _missing(path: str) -> str | None:
+    """Why a user file can't be used, from stat calls: None when it is a regular file."""
+    if os.path.isfile(path):
+        return None
+    if os.path.isdir(path):
+        return "is a directory, not a file"
+    if os.path.islink(path):
+        return "is a broken symlink or a symlink loop"
+    return "does not exist" if not os.path.lexists(path) else "is not a regular file"
 
 
 def _check_inputs(records: list[dict], file: str) -> None:
     """User checkpoints must exist on every run (cheap stat calls; the cache can't know)."""
     for rec in records:
-        if rec.get("source") == "file" and not os.path.isfile(rec["pt"]):
-            raise UserError(f"pt_file '{rec['pt']}' does not exist", file=file, key=f"{rec['key']}.pt_file",
+        if rec.get("source") == "file" and (why := _missing(rec["pt"])):
+            raise UserError(f"pt_file '{rec['pt']}' {why}", file=file, key=f"{rec['key']}.pt_file",
                             fix="correct the path (relative paths start at the manifest's folder) or place the "
                                 "checkpoint there")
-        if rec.get("weights_source") == "file" and not os.path.isfile(rec["weights"]):
-            raise UserError(f"weights file '{rec['weights']}' does not exist", file=file,
+        if rec.get("weights_source") == "file" and (why := _missing(rec["weights"])):
+            raise UserError(f"weights file '{rec['weights']}' {why}", file=file,
                             key=f"{rec['key']}.weights",
                             fix="correct the path (relative paths start at the manifest's folder), use an open_clip "
                                 "pretrained tag such as dfndr2b, or 'untrained'")

@@ -97,10 +97,10 @@ class ArtifactCache:
         except Exception as e:
             warn(f"cannot read {self.url} ({type(e).__name__}: {e}); building")
             return False
-        files = list(zip(outputs, index["outputs"])) + ([(record, index["record"])] if record else [])
         staged = []
         try:
-            for i, (final, meta) in enumerate(files):
+            files = list(zip(outputs, index["outputs"], strict=True)) + ([(record, index["record"])] if record else [])
+            for final, meta in files:
                 tmp = tmp_for(final)
                 self._get(f"{d}/{meta['blob']}", tmp)
                 staged.append((tmp, final))

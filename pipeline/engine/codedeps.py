@@ -145,9 +145,11 @@ class CodeIndex:
         self.path = Path(path)
         try:
             saved = json.loads(self.path.read_text())
-            if saved.get("format") != _FORMAT:
-                saved = {}
-        except (OSError, ValueError):
+            files = saved.get("files") if isinstance(saved, dict) else None
+            if saved.get("format") != _FORMAT or not isinstance(files, dict) or not all(
+                    isinstance(e, dict) for e in files.values()) or not isinstance(saved.get("dists", {}), dict):
+                saved = {}  # another format, or damaged: analysed again
+        except (OSError, ValueError, AttributeError):
             saved = {}
         self.files: dict[str, dict] = saved.get("files", {})
         self.dists: dict = saved.get("dists", {})
@@ -241,14 +243,14 @@ class CodeIndex:
     def save(self) -> None:
         if not self.dirty:
             return
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
             tmp.write_text(json.dumps({"format": _FORMAT, "files": self.files, "dists": self.dists}))
             os.replace(tmp, self.path)
             self.dirty = False
-        except OSError:
-            pass  # a read-only checkout only costs the analysis next time
+        except OSError:  # a read-only checkout or a full disk only costs the analysis next time
+            tmp.unlink(missing_ok=True)
 
 
 _INDEX: CodeIndex | None = None

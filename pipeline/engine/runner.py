@@ -14,10 +14,12 @@ Builders are named "module:function" and imported only when they run.
 """
 from __future__ import annotations
 
+import errno
 import glob
 import importlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 from .cache import ArtifactCache, recipe
@@ -111,7 +113,13 @@ def run_step(spec: dict):
     for final in finals:
         final.parent.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(final)
-    key = step_recipe(spec)
+    try:
+        key = step_recipe(spec)
+    except OSError as e:  # an input the user made unreadable (permissions, a device error)
+        return TaskFailed(UserError(f"{spec['task']} cannot read its input '{e.filename}' ({e.strerror})",
+                                    key=spec["key"], file=spec["manifest"],
+                                    fix="make the file readable by this user (e.g. chmod a+r) or correct its path in "
+                                        "the manifest").paragraph)
     if _recorded(outputs, record, key):
         print(f"   {spec['task']}: already built with this recipe ({key[:12]}), kept")
         return True
@@ -149,6 +157,7 @@ def run_step(spec: dict):
             if final not in ctx.kept:
                 _publish(ctx.tmp[final], final)
     except BaseException as exc:
+        full = _disk_full(exc, list(ctx.tmp.values()) + ([tmp_for(record)] if record else []))
         for final in finals:
             _remove_leftovers(final)
             if final not in ctx.kept:
@@ -157,10 +166,44 @@ def run_step(spec: dict):
         if isinstance(exc, UserError):
             exc.file = exc.file or spec["manifest"]
             return TaskFailed(exc.paragraph)
+        if full:
+            return TaskFailed(UserError(
+                f"{spec['task']} could not write its files: {full}; nothing half-written was kept", key=spec["key"],
+                file=spec["manifest"], fix=f"free space on the disk holding '{outputs[0].parent if outputs else '.'}' "
+                                           "(or raise the file-size limit, ulimit -f), then run doit again").paragraph)
         raise
     if cache:
         cache.store(key, outputs, record)
     return True
+
+
+_FULL = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+         errno.EFBIG: "a file exceeds the size limit for this process (ulimit -f)"}
+
+
+def _disk_full(exc: BaseException, written: list[Path]) -> str | None:
+    """Out of disk space, quota or file-size limit? An OSError says so; C++ writers (torch's zip writer,
+    protobuf) often only say "iostream error", so the disk and the limit are looked at too."""
+    import resource
+
+    chain = exc
+    while chain is not None:
+        if isinstance(chain, OSError) and chain.errno in _FULL:
+            return _FULL[chain.errno]
+        chain = chain.__cause__ or chain.__context__
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    sizes = [p.stat().st_size for p in written if p.is_file()]
+    if limit != resource.RLIM_INFINITY and any(n >= limit for n in sizes):
+        return _FULL[errno.EFBIG]
+    folders = {p.parent for p in written if p.parent.is_dir()}
+    try:
+        if any(shutil.disk_usage(d).free < (1 << 20) for d in folders):
+            return _FULL[errno.ENOSPC]
+    except OSError:
+        pass
+    return None
 
 
 def _publish(tmp: Path, final: Path) -> None:
@@ -195,8 +238,8 @@ def _recorded(outputs: list[Path], record: Path | None, key: str) -> bool:
         return False
     try:
         rec = json.loads(record.read_text())
-    except ValueError:
+        made = rec["outputs"] if rec.get("recipe") == key else None
+        return isinstance(made, dict) and all(p.is_file() and made.get(str(p), {}).get("sha256") == sha256(p)
+                                              for p in outputs)
+    except (ValueError, KeyError, TypeError, AttributeError, OSError):  # a damaged record: build again
         return False
-    if rec.get("recipe") != key:
-        return False
-    return all(p.is_file() and rec["outputs"].get(str(p), {}).get("sha256") == sha256(p) for p in outputs)

@@ -96,22 +96,38 @@ def staleness(spec: dict) -> dict:
 
 
 class params_unchanged:
-    """doit `uptodate`: True while the step's parameters, tools and code equal those of its last success."""
+    """doit `uptodate`: True while the step's parameters, tools and code equal those of its last success,
+    and its targets still have the sizes they had then (doit itself only checks that targets exist: a
+    truncated artifact would otherwise pass as finished; a stat call per target, no hashing)."""
 
     def __init__(self, values: dict):
         self.values = json.loads(json.dumps(values))  # the JSON form, as stored
         self.changed: list[str] | None = None
 
     def configure_task(self, task) -> None:
-        task.value_savers.append(lambda: {"_params": self.values})
+        task.value_savers.append(lambda: {"_params": self.values, "_sizes": _sizes(task.targets)})
 
     def __call__(self, task, values) -> bool:
         old = values.get("_params")
         self.changed = ["(no successful run recorded)"] if old is None else _diff(old, self.values)
+        sizes = values.get("_sizes")
+        if sizes and not self.changed and sizes != _sizes(task.targets):
+            self.changed = [f"target {t} changed size since it was built" for t, n in _sizes(task.targets).items()
+                            if sizes.get(t) != n] or ["a target changed"]
         return not self.changed
 
     def __repr__(self) -> str:
         return "changed: " + "; ".join(self.changed) if self.changed else "parameters, tools and code unchanged"
+
+
+def _sizes(targets: list[str]) -> dict[str, int]:
+    out = {}
+    for t in targets:
+        try:
+            out[t] = os.path.getsize(t)
+        except OSError:
+            out[t] = -1
+    return out
 
 
 def _diff(old: Any, new: Any, path: str = "") -> list[str]:

@@ -16,8 +16,10 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from ..engine.errors import UserError
+from ..tooling import safe_checkpoint
 from ..tooling.onnx_tools import GraphSpec
 
 COS_MIN, ABS_MAX = 0.9999, 1e-4
@@ -40,9 +42,17 @@ GRAPHS = {"image": GraphSpec(inputs=("images",), outputs=("image_embeddings",), 
           "text": GraphSpec(inputs=("text_tokens",), outputs=("text_embeddings",), compare=compare_embeddings)}
 
 
-def create(clip_model: str, source: str, weights: str | None, download_dir: str | None, key: str):
+FILE_FIX = ("on a connected machine open_clip downloads the tag; offline, set weights to a local open_clip checkpoint "
+            "(.safetensors/.bin) of this model, or to 'untrained' for a smoke build")
+
+
+def create(clip_model: str, source: str, weights: str | None, download_dir: str | None, key: str,
+           trust: bool = False):
     """The open_clip model, in eval mode (not reparameterized). source: 'untrained', 'file' (weights is
-    the checkpoint's path) or 'pretrained' (weights is an open_clip tag, downloaded into download_dir)."""
+    the checkpoint's path, read by torch's weights-only unpickler unless trusted) or 'pretrained' (weights
+    is an open_clip tag, downloaded into download_dir)."""
+    import pickle
+
     import open_clip
     import torch
 
@@ -55,18 +65,22 @@ def create(clip_model: str, source: str, weights: str | None, download_dir: str 
             finally:
                 logging.getLogger().disabled = False
         elif source == "file":
-            model = open_clip.create_model(clip_model, pretrained=str(weights))
+            safe_checkpoint.check_file(Path(weights), f"{key}.weights", "open_clip checkpoint", FILE_FIX)
+            model = open_clip.create_model(clip_model, pretrained=str(weights), weights_only=not trust)
         else:
             model = open_clip.create_model(clip_model, pretrained=weights, cache_dir=download_dir,
                                            require_pretrained=True)
+    except UserError:
+        raise
+    except pickle.UnpicklingError as e:  # open_clip loads files weights-only: a global outside torch's list
+        raise safe_checkpoint.refusal(Path(weights), e, key=f"{key}.weights", what="open_clip checkpoint",
+                                      fix=FILE_FIX) from None
     except Exception as e:  # network errors, missing files, wrong checkpoints: all the user's to fix
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         what = f"'{weights}'" if source == "file" else f"pretrained tag '{weights}'"
         raise UserError(f"could not load {clip_model} weights from {what} ({type(e).__name__}: {first})",
                         key=f"{key}.weights",
-                        fix="on a connected machine open_clip downloads the tag; offline, set weights to a local "
-                            "open_clip checkpoint (.safetensors/.bin) of this model, or to 'untrained' for a smoke "
-                            "build") from None
+                        fix=FILE_FIX) from None
     return model.eval()
 
 

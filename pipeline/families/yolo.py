@@ -48,20 +48,109 @@ def verification_images(batch: int, imgsz: int, seed: int = 0):
     return torch.rand(batch, 3, imgsz, imgsz, generator=g)
 
 
-def load_detection_model(pt: Path, key: str):
-    """Load an Ultralytics checkpoint as FP32 eval model; a clear UserError for anything else."""
-    configure()
-    from ultralytics.nn.modules.head import Detect
-    from ultralytics.nn.tasks import load_checkpoint
+# What a legitimate Ultralytics detection checkpoint may reference besides tensors and plain data (which
+# torch's weights-only unpickler allows anyway): its model classes, torch.nn layers and containers, the
+# train-args namespace, numpy scalars in metrics, paths, loss/assigner objects of a training run. The same
+# families Ultralytics' own opt-in restricted loader (`ULTRALYTICS_SAFE_LOAD`, 8.4) accepts for detection.
+_MODULE_PACKAGES = ("torch.nn.modules.", "ultralytics.nn.modules.")
+_CLASS_MODULES = ("ultralytics.utils.loss", "ultralytics.utils.tal")  # plain classes defined there
 
+
+def checkpoint_global(name: str):
+    """The object a checkpoint may reference as `name` (module.attr), or None: refused."""
+    import importlib
+    import pathlib
+
+    import numpy as np
+    import torch.nn as nn
+
+    module, _, attr = name.rpartition(".")
+    if name in ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar"):
+        return np.float64(0).__reduce__()[0]
+    if name == "numpy.dtype":
+        return np.dtype
+    if module == "numpy.dtypes":  # np.dtype(np.float64) pickles as numpy.dtypes.Float64DType
+        obj = getattr(np.dtypes, attr, None)
+        return obj if isinstance(obj, type) and issubclass(obj, np.dtype) else None
+    if name in ("pathlib.PosixPath", "pathlib.WindowsPath", "pathlib._local.PosixPath",
+                "pathlib._local.WindowsPath"):
+        return type(pathlib.Path())
+    if name in ("ultralytics.utils.IterableSimpleNamespace", "ultralytics.yolo.utils.IterableSimpleNamespace"):
+        from ultralytics.utils import IterableSimpleNamespace
+        return IterableSimpleNamespace
+    if name == "builtins.getattr":
+        return _module_getattr
+    model_module = module.startswith(_MODULE_PACKAGES) or module in ("torch.nn.modules", "ultralytics.nn.modules",
+                                                                      "ultralytics.nn.tasks")
+    if not (model_module or module in _CLASS_MODULES) or attr.startswith("_"):
+        return None
     try:
-        model, _ = load_checkpoint(str(pt))
-    except (TypeError, ModuleNotFoundError, RuntimeError, EOFError, ValueError, KeyError, AttributeError,
-            AssertionError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"'{pt}' is not a loadable Ultralytics checkpoint ({first})", key=key,
-                        fix="re-download or re-export the file; it must be saved by Ultralytics (model.save() or "
-                            "training), not a bare state_dict, TorchScript or truncated copy") from None
+        obj = getattr(importlib.import_module(module), attr, None)
+    except ImportError:
+        return None
+    if not isinstance(obj, type):
+        return None
+    if model_module:
+        return obj if issubclass(obj, nn.Module) else None
+    return obj if obj.__module__ == module else None
+
+
+def _module_getattr(obj, name: str):
+    """`getattr` as some checkpoints pickle it (a layer's bound `forward`): nn.Module classes and
+    instances only, never dunder names."""
+    import torch.nn as nn
+
+    if name.startswith("_") or not (isinstance(obj, nn.Module) or (isinstance(obj, type)
+                                                                   and issubclass(obj, nn.Module))):
+        import pickle
+        raise pickle.UnpicklingError(f"getattr({type(obj).__name__}, {name!r}) is not allowed in a checkpoint")
+    return getattr(obj, name)
+
+
+UNLOADABLE_FIX = ("re-download or re-export the file; it must be saved by Ultralytics (model.save() or training), "
+                  "not a bare state_dict, TorchScript or truncated copy")
+
+
+def load_checkpoint(pt: Path, key: str, trust: bool = False) -> dict:
+    """The checkpoint dict, through the weights-only unpickler unless the manifest trusts the file."""
+    from ..tooling import safe_checkpoint
+
+    configure()
+    ckpt = safe_checkpoint.load(pt, checkpoint_global, key=key, what="checkpoint", fix=UNLOADABLE_FIX, trust=trust)
+    import torch.nn as nn
+
+    model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"'{pt}' is not a loadable Ultralytics checkpoint (it holds no model: "
+                        f"{type(ckpt).__name__} without 'model' or 'ema')", key=key, fix=UNLOADABLE_FIX)
+    if ckpt.get("modelopt"):
+        raise UserError(f"'{pt}' is a quantization-aware-trained (NVIDIA ModelOpt) checkpoint, which this pipeline "
+                        "does not export", key=key, fix="export the model with Ultralytics' own exporter, or use the "
+                                                         "checkpoint from before QAT")
+    return ckpt
+
+
+def load_detection_model(pt: Path, key: str, trust: bool = False):
+    """An Ultralytics checkpoint as FP32 eval model, the way Ultralytics' `load_checkpoint` prepares it;
+    a clear UserError for anything else."""
+    ckpt = load_checkpoint(pt, key, trust)
+    import torch
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+    from ultralytics.nn.modules.head import Detect
+    from ultralytics.nn.tasks import guess_model_task
+
+    model = (ckpt.get("ema") or ckpt["model"]).float()
+    model.args = {**DEFAULT_CFG_DICT, **(ckpt.get("train_args") or {})}
+    model.pt_path = str(pt)
+    model.task = getattr(model, "task", None) or guess_model_task(model)
+    if not hasattr(model, "stride"):
+        model.stride = torch.tensor([32.0])
+    model = model.eval()
+    for m in model.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = True
+        elif isinstance(m, torch.nn.Upsample) and not hasattr(m, "recompute_scale_factor"):
+            m.recompute_scale_factor = None  # torch 1.11.0 compatibility
     head = model.model[-1] if hasattr(model, "model") else None
     task = getattr(model, "task", "unknown")
     if task != "detect" or type(head) is not Detect:

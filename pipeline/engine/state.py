@@ -1,0 +1,51 @@
+"""doit's state file (.doit.json), kept whole: written atomically, and a damaged one never stops a build.
+
+doit's own JSON backend rewrites the file in place (a killed run can leave half of it) and stops every
+later run with a traceback when it cannot parse it. Here a damaged file is moved aside and the run
+starts from an empty state: every task then runs, and each finds its artifacts recorded with the same
+recipe (engine/runner.py) and keeps them, so nothing valid is rebuilt.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from doit.dependency import JsonDB
+
+
+class AtomicJsonDB(JsonDB):
+    desc = "JSON, written atomically; a damaged file is set aside (triton-export-pipeline)"
+
+    def _load(self):
+        try:
+            with open(self.name) as f:
+                data = self.codec.decode(f.read())
+            if isinstance(data, dict) and all(isinstance(v, dict) for v in data.values()):
+                return data
+            problem = "it does not hold doit's task table"
+        except ValueError as e:
+            problem = f"it is not valid JSON ({str(e).splitlines()[0]})"
+        except OSError as e:
+            problem = f"it cannot be read ({e.strerror})"
+        aside = f"{self.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+        try:
+            os.replace(self.name, aside)
+            where = f"moved to {aside}"
+        except OSError:
+            where = "left in place"
+        sys.stderr.write(f"warning: doit's state file {self.name} was damaged: {problem}; {where}. Every task "
+                         "checks its artifacts against their records: valid ones are kept, the rest rebuilt.\n")
+        return {}
+
+    def dump(self):
+        tmp = f"{self.name}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "w") as f:
+                f.write(self.codec.encode(self._db))
+            os.replace(tmp, self.name)
+        except OSError as e:  # disk full: the previous state stays whole; records still tell what is built
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            sys.stderr.write(f"warning: doit's state could not be saved to {self.name} ({e.strerror}); the next "
+                             "run checks artifacts against their records\n")
