@@ -122,7 +122,8 @@ def test_unreparameterized_export_is_caught(built, monkeypatch, tmp_path, yolo_e
     ctx = StepContext(task="test", inputs={"clip_record": built.path(f"pytorch_models/{S2}.clip.json")},
                       outputs={"onnx": out}, tmp={out: out}, key=f"encoders.{S2}",
                       params={"opset": 17, "role": "image", "clip_model": "MobileCLIP2-S2",
-                              "weights_source": "untrained", "weights": None, "download_dir": None})
+                              "weights_source": "untrained", "weights": None, "download_dir": None,
+                              "trust_checkpoint": False})
     with pytest.raises(RuntimeError, match="not reparameterized"):
         export(ctx)
     assert not out.exists()

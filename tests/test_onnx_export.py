@@ -65,7 +65,7 @@ def test_verification_record_beside_the_artifact(built, detector):
     v = rec["verification"]
     assert v["passed"] is True and v["max_abs_box_px"] < 1e-2 and v["max_abs_score"] < 1e-4
     assert rec["untrained"] is False
-    assert rec["params"] == {"imgsz": 320, "opset": 17, "untrained": False}
+    assert rec["params"] == {"imgsz": 320, "opset": 17, "untrained": False, "trust_checkpoint": False}
     import hashlib
     assert rec["inputs"][str(detector)] == hashlib.sha256(detector.read_bytes()).hexdigest()
     out = rec["outputs"]["models/street_v1/1/model.onnx"]
