@@ -10,6 +10,7 @@ Each task is one artifact, declared in pipeline/declarations/kinds.py and built 
 pipeline/builders/. Loading this file imports no torch, ultralytics, onnx or tensorrt: builders import
 them when they run.
 """
+import atexit
 import os
 import sys
 from pathlib import Path
@@ -28,7 +29,9 @@ from pipeline.declarations import kinds, layout  # noqa: E402
 from pipeline.declarations.manifest_cache import load_models  # noqa: E402
 from pipeline.engine.errors import UserError, exit_with  # noqa: E402
 from pipeline.engine.lock import hold_build_lock  # noqa: E402
+from pipeline.engine import timings  # noqa: E402
 from pipeline.engine.step import SHA256Checker  # noqa: E402
+from pipeline.engine.threads import share_cores  # noqa: E402
 from pipeline.engine.tools import tensorrt_version  # noqa: E402
 
 TENSORRT = tensorrt_version()  # from its dist-info: nothing is imported
@@ -60,6 +63,9 @@ _QUIET = {"list", "info", "clean", "forget", "help", "ignore", "dumpdb", "strace
 _COMMAND = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in _QUIET else "run"
 if _COMMAND == "run":
     hold_build_lock()  # two doit runs on one project never interleave (state, artifacts)
+    timings.start_run()  # each built step's time; the slowest are summed up at exit
+    atexit.register(timings.print_summary)
+    share_cores(sys.argv)  # `doit -n N`: N workers share the cores instead of each taking them all
 
 try:
     MODELS = load_models(get_var("manifest", "manifests/default.yaml"), get_var("custom", None), ROOT,
@@ -165,7 +171,9 @@ def _folder_groups(fmt: str):
                         f"config:{config.subname(model)}"]
                 if sidecar.applies(model):
                     deps.append(f"{sidecar.basename}:{sidecar.subname(model)}")
-                yield {"name": model["name"], "actions": None, "task_dep": deps,
+                # up to date by itself (doit still runs what it depends on first): not re-run and re-saved
+                # as a task without dependencies would be on every call
+                yield {"name": model["name"], "actions": None, "task_dep": deps, "uptodate": [True],
                        "doc": f"Triton folder {layout.folder_path(model, fmt)}/ complete"}
 
 

@@ -32,6 +32,11 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> float:
     return dt
 
 
+def run_out(cmd: list[str], cwd: Path) -> str:
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=dict(os.environ), check=True)
+    return p.stdout
+
+
 def median_time(cmd: list[str], cwd: Path, repeat: int = 7) -> float:
     run(cmd, cwd)  # warm the page cache
     return statistics.median(run(cmd, cwd) for _ in range(repeat))

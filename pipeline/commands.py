@@ -1,7 +1,7 @@
 """doit commands for people looking at the build (registered in pyproject.toml, [tool.doit.plugins.command]).
 
-    doit status [--json] [manifest=...]     per artifact: present, size, up to date or why stale,
-                                            verification result, TensorRT version and GPU for plans
+    doit status [--json] [manifest=...]     per artifact: present, size, build time, up to date or why
+                                            stale, verification result, TensorRT version and GPU for plans
     doit graph [--out models.svg]           the DAG as graphviz DOT (+ SVG/PNG when `dot` exists),
                                             coloured by status
     doit builtins                           the built-in YOLO11 sizes and their settings
@@ -63,10 +63,17 @@ def artifact_rows(tasks, dep_manager) -> list[dict]:
                "status": "up-to-date" if status.status == "up-to-date" else "stale",
                "why": [] if status.status == "up-to-date" else _reasons(status), "verification": None}
         if record and os.path.exists(record):
-            v = json.loads(Path(record).read_text()).get("verification", {})
+            try:
+                saved = json.loads(Path(record).read_text())
+            except ValueError:  # damaged: the next doit rebuilds it
+                saved = {}
+            v = saved.get("verification", {}) if isinstance(saved, dict) else {}
             row["verification"] = ("passed" if v.get("passed") else "recorded") if v else None
             if task.name.startswith("plan:"):
                 row.update(tensorrt=v.get("tensorrt"), gpu=v.get("gpu"), compute_capability=v.get("compute_capability"))
+        values = dep_manager.get_values(task.name) if row["present"] else {}
+        row["build_seconds"] = values.get("build_seconds")
+        row["restored"] = bool(values.get("restored"))
         rows.append(row)
     return rows
 
@@ -87,12 +94,14 @@ class Status(DoitCmdBase):
         from rich.console import Console
         from rich.table import Table
 
-        table = Table("task", "artifact", "size", "status", "verified", "TensorRT / GPU", show_lines=False)
+        table = Table("task", "artifact", "size", "built in", "status", "verified", "TensorRT / GPU", show_lines=False)
         for r in rows:
             size = "-" if r["bytes"] is None else _human(r["bytes"])
             status = "[green]up to date" if r["status"] == "up-to-date" else "[yellow]stale: " + "; ".join(r["why"])
             trt = f"{r.get('tensorrt')} / {r.get('gpu')} sm{r.get('compute_capability')}" if r.get("tensorrt") else ""
-            table.add_row(r["task"], r["artifact"], size, status, r["verification"] or "", trt)
+            took = f"{r['build_seconds']:.1f} s" if r.get("build_seconds") is not None else \
+                ("restored" if r.get("restored") else "")
+            table.add_row(r["task"], r["artifact"], size, took, status, r["verification"] or "", trt)
         Console(file=self.outstream, width=200).print(table)
         stale = sum(r["status"] != "up-to-date" for r in rows)
         self.outstream.write(f"{len(rows)} artifacts, {stale} stale\n")

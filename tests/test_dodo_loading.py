@@ -1,8 +1,11 @@
 """Loading dodo.py stays light: no torch, ultralytics, onnx, tensorrt — and no pydantic once validated."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+
+import pytest
 
 HEAVY = ("torch", "ultralytics", "onnx", "onnxruntime", "tensorrt", "open_clip", "tritonclient")
 
@@ -81,3 +84,18 @@ def test_builtin_sizes_follow_the_seed_table(project):
     ]
     s = records[0]["settings"]
     assert (s["imgsz"], s["precision"], s["iou"], s["conf"], s["normalize_boxes"]) == (640, "fp16", 0.7, 0.25, True)
+
+
+@pytest.mark.parametrize("argv,n", [(["doit"], 1), (["doit", "-n", "2"], 2), (["doit", "-n4", "onnx"], 4),
+                                    (["doit", "--process=3"], 3), (["doit", "--process", "2", "-P", "thread"], 2),
+                                    (["doit", "info", "x"], 1)])
+def test_worker_count_read_from_the_command_line(argv, n, monkeypatch):
+    from pipeline.engine import threads
+
+    assert threads.workers(argv) == n
+    for var in ("PIPELINE_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    threads.share_cores(argv)
+    want = None if n == 1 else max(1, len(os.sched_getaffinity(0)) // n)
+    assert threads.threads() == want
+    assert os.environ.get("OMP_NUM_THREADS") == (None if want is None else str(want))

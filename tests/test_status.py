@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 
 import pytest
@@ -69,3 +71,29 @@ def test_builtins_lists_the_documented_sizes(project):
     assert [(r["triton_name"], r["max_batch"]) for r in rows] == [
         ("yolov11_nano", 128), ("yolov11_small", 64), ("yolov11_medium", 32), ("yolov11_large", 16),
         ("yolov11_xlarge", 8)]
+
+
+@pytest.mark.slow
+def test_build_times_recorded_shown_and_summed_up(project):
+    project.write("manifests/m.yaml", "defaults: {formats: [onnx], imgsz: 64}\nmodels:\n"
+                  "  a: {arch: yolo11n}\n  b: {arch: yolo11n, class_names: [x]}\n")
+    run = project.doit("-n", "2", "manifest=manifests/m.yaml")
+    assert run.rc == 0, run.text
+    # one summary line at the end of a building run, slowest first
+    (line,) = [x for x in run.err.splitlines() if x.startswith("built ")]
+    assert line.startswith("built 8 step(s)") and "slowest: " in line, line
+    seconds = [float(s) for s in re.findall(r" (\d+\.\d) s", line.split("slowest: ")[1])]
+    assert seconds == sorted(seconds, reverse=True) and seconds[0] > 0
+    for name in ("a", "b"):
+        rec = json.loads(project.path(f"models/{name}/1/model.onnx.verification.json").read_text())
+        assert "build_seconds" not in rec  # records stay the same bytes on every host (cache keys)
+        # two workers on this machine's cores: each torch got its share, not every core
+        cores = len(os.sched_getaffinity(0))
+        assert rec["verification"]["torch_threads"] == max(1, cores // 2)
+    status = project.doit("status", "--json", "manifest=manifests/m.yaml")
+    rows = {r["task"]: r for r in json.loads(status.out)}
+    assert rows["export_onnx:a"]["build_seconds"] > 0 and rows["materialize:b"]["build_seconds"] > 0
+    table = project.doit("status", "manifest=manifests/m.yaml")
+    assert re.search(r"export_onnx:a .*\d+\.\d s", table.out), table.out
+    again = project.doit("manifest=manifests/m.yaml")
+    assert again.rc == 0 and not [x for x in again.err.splitlines() if x.startswith("built ")]  # nothing built

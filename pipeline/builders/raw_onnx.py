@@ -21,7 +21,7 @@ def export(ctx: StepContext) -> dict:
     import torch
 
     imgsz, untrained = ctx.param("imgsz"), ctx.param("untrained")
-    model = yolo.load_detection_model(ctx.input("checkpoint"), ctx.key, ctx.param("trust_checkpoint"))
+    model = yolo.load_detection_model(ctx.input("checkpoint"), ctx.key, ctx.param("trust_checkpoint"), take=True)
     x = yolo.verification_images(yolo.VERIFY_BATCH, imgsz)
     with torch.inference_mode():
         reference = model(x)[0].numpy()   # unfused checkpoint model: the source of truth
@@ -33,4 +33,5 @@ def export(ctx: StepContext) -> dict:
                                  what="raw ONNX", key=ctx.key)
     return {"compared_with": "PyTorch (unfused checkpoint, FP32, CPU)", "runtime": "onnxruntime CPU",
             "input": f"uniform random [0,1], seed 0, {imgsz}x{imgsz}", "output_shape": list(reference.shape),
-            **checks[0], "max_score": float(reference[:, 4:].max()), **exported}
+            **checks[0], "max_score": float(reference[:, 4:].max()), **exported,
+            "torch_threads": torch.get_num_threads()}

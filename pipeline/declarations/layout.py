@@ -20,6 +20,7 @@ MANIFEST_CACHE = f"{STATE}/manifests"          # validated manifests, by content
 CODE_INDEX = f"{STATE}/code-index.json"        # per-module AST hashes and imports (engine/codedeps.py)
 ARTIFACT_CACHE = f"{STATE}/artifact-cache"     # default artifact cache
 BUILD_LOCK = f"{STATE}/build.lock"
+RUNS = f"{STATE}/runs"                          # this run's build times (engine/timings.py)
 ULTRALYTICS_CONFIG = f"{STATE}/ultralytics"    # YOLO_CONFIG_DIR: settings stay inside the project
 
 

@@ -20,8 +20,10 @@ import importlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
+from . import threads, timings
 from .cache import ArtifactCache, recipe
 from .context import StepContext
 from .errors import UserError
@@ -122,16 +124,19 @@ def run_step(spec: dict):
                                         "the manifest").paragraph)
     if _recorded(outputs, record, key):
         print(f"   {spec['task']}: already built with this recipe ({key[:12]}), kept")
-        return True
+        return {"build_seconds": None, "kept": True}
     cache = ArtifactCache.configured()
     if cache and cache.restore(key, outputs, record, tmp_for):
         print(f"   {spec['task']}: restored from the artifact cache ({key[:12]})")
-        return True
+        return {"build_seconds": None, "restored": True}
 
     ctx = context_for(spec, {f: tmp_for(f) for f in outputs})
     try:
+        threads.apply_to_torch()
+        started = time.perf_counter()
         with _progress(spec["task"]):
             verification = _call_isolated(spec, ctx) if spec["isolate"] else call_builder(spec["builder"], ctx)
+        seconds = time.perf_counter() - started
         for final in outputs:
             if final in ctx.kept:
                 continue
@@ -172,9 +177,12 @@ def run_step(spec: dict):
                 file=spec["manifest"], fix=f"free space on the disk holding '{outputs[0].parent if outputs else '.'}' "
                                            "(or raise the file-size limit, ulimit -f), then run doit again").paragraph)
         raise
+    timings.record(spec["task"], seconds)
     if cache:
         cache.store(key, outputs, record)
-    return True
+    # The build time goes into doit's state for this task (`doit status` shows it), not into the record:
+    # records are inputs of later steps and part of cache keys, and must be the same bytes on every host.
+    return {"build_seconds": round(seconds, 2)}
 
 
 _FULL = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",

@@ -14,6 +14,18 @@ import time
 from doit.dependency import JsonDB
 
 
+_MISSING = object()
+
+
+def _plain(value):
+    """What the value reads back as from JSON, for comparing (tuples become lists)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 class AtomicJsonDB(JsonDB):
     desc = "JSON, written atomically; a damaged file is set aside (triton-export-pipeline)"
 
@@ -38,7 +50,27 @@ class AtomicJsonDB(JsonDB):
                          "checks its artifacts against their records: valid ones are kept, the rest rebuilt.\n")
         return {}
 
+    _dirty = False
+
+    def set(self, task_id, dependency, value):
+        # doit saves group tasks on every run (they have nothing to be up to date with): same values,
+        # except that JSON read back lists where doit has tuples
+        if self._db.get(task_id, {}).get(dependency, _MISSING) != _plain(value):
+            self._dirty = True
+            super().set(task_id, dependency, value)
+
+    def remove(self, task_id):
+        self._dirty = True
+        super().remove(task_id)
+
+    def remove_all(self):
+        self._dirty = True
+        super().remove_all()
+
     def dump(self):
+        """Written only when something changed: a no-op run leaves the file (and its mtime) alone."""
+        if not self._dirty and os.path.exists(self.name):
+            return
         tmp = f"{self.name}.tmp-{os.getpid()}"
         try:
             with open(tmp, "w") as f:

@@ -12,6 +12,7 @@ Nothing heavy is imported here: dodo.py loads this on every doit call.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from typing import Any, Callable
@@ -101,15 +102,32 @@ class params_unchanged:
     truncated artifact would otherwise pass as finished; a stat call per target, no hashing)."""
 
     def __init__(self, values: dict):
-        self.values = json.loads(json.dumps(values))  # the JSON form, as stored
+        self._values = values
+        self._json: dict | None = None
         self.changed: list[str] | None = None
+
+    @property
+    def values(self) -> dict:
+        """The JSON form, as stored; made when first needed (`doit list` never needs it)."""
+        if self._json is None:
+            self._json = json.loads(json.dumps(self._values))
+        return self._json
 
     def configure_task(self, task) -> None:
         task.value_savers.append(lambda: {"_params": self.values, "_sizes": _sizes(task.targets)})
 
+    # doit asks inspect.signature which magic arguments to pass, once per task and run: answer at once
+    __signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                                       for n in ("task", "values")])
+
     def __call__(self, task, values) -> bool:
         old = values.get("_params")
-        self.changed = ["(no successful run recorded)"] if old is None else _diff(old, self.values)
+        if old is None:
+            self.changed = ["(no successful run recorded)"]
+        elif old == self._values:  # the common case, without making the JSON form
+            self.changed = []
+        else:
+            self.changed = _diff(old, self.values)
         sizes = values.get("_sizes")
         if sizes and not self.changed and sizes != _sizes(task.targets):
             self.changed = [f"target {t} changed size since it was built" for t, n in _sizes(task.targets).items()

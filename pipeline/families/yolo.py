@@ -130,9 +130,26 @@ def load_checkpoint(pt: Path, key: str, trust: bool = False) -> dict:
     return ckpt
 
 
-def load_detection_model(pt: Path, key: str, trust: bool = False):
+_LOADED: dict = {}  # the last checkpoint loaded in this process: (file identity, trust) -> prepared model
+
+
+def load_detection_model(pt: Path, key: str, trust: bool = False, *, take: bool = False):
     """An Ultralytics checkpoint as FP32 eval model, the way Ultralytics' `load_checkpoint` prepares it;
-    a clear UserError for anything else."""
+    a clear UserError for anything else.
+
+    A file just loaded by an earlier step of the same run (same inode, size and mtime: artifacts are
+    replaced by rename, never rewritten) is not unpickled again: a step that only reads the model shares
+    it; `take=True` (a step that changes it, e.g. fuses it for export) takes it out of the memo."""
+    st = os.stat(pt)
+    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, bool(trust))
+    model = _LOADED.pop(ident, None) or _load_detection_model(pt, key, trust)
+    _LOADED.clear()
+    if not take:
+        _LOADED[ident] = model
+    return model
+
+
+def _load_detection_model(pt: Path, key: str, trust: bool):
     ckpt = load_checkpoint(pt, key, trust)
     import torch
     from ultralytics.cfg import DEFAULT_CFG_DICT

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..engine.threads import session_options
+
 MAX_CANDIDATES = 4096
 PLUGIN_DEFAULTS = {"background_class": -1, "score_activation": 0, "box_coding": 0, "class_agnostic": 0}
 
@@ -50,16 +52,23 @@ def efficient_nms(boxes: np.ndarray, scores: np.ndarray, *, score_threshold: flo
         # Descending score; ties broken by (anchor, class) order for a deterministic reference.
         order = np.lexsort((cls, anchor, -cand))[:MAX_CANDIDATES]
         anchor, cls, cand = anchor[order], cls[order], cand[order]
+        # Greedy NMS: a candidate is dropped when a kept, higher-scored box (of its class unless
+        # class_agnostic) overlaps it by IoU >= iou_threshold. Each kept box marks the later candidates
+        # it suppresses at once (the same decisions as testing each candidate against every kept box).
         kept: list[int] = []
+        suppressed = np.zeros(len(cand), bool)
+        cand_boxes = corners[anchor]
         for j in range(len(cand)):
+            if suppressed[j]:
+                continue
+            kept.append(j)
             if len(kept) == k:
                 break
-            if kept:
-                prev = np.asarray(kept)
-                same = np.ones(len(prev), bool) if class_agnostic else (cls[prev] == cls[j])
-                if same.any() and (_iou(corners[anchor[j]], corners[anchor[prev[same]]]) >= iou_threshold).any():
-                    continue
-            kept.append(j)
+            later = slice(j + 1, len(cand))
+            hit = _iou(cand_boxes[j], cand_boxes[later]) >= iou_threshold
+            if not class_agnostic:
+                hit &= cls[later] == cls[j]
+            suppressed[later] |= hit
         m = len(kept)
         num[i, 0] = m
         if m:
@@ -132,7 +141,6 @@ def cpu_session(model):
     imports = [o for o in copy.opset_import if o.domain not in ("TRT", "ai.onnx.contrib")]
     del copy.opset_import[:]
     copy.opset_import.extend(imports + [onnx.helper.make_opsetid("ai.onnx.contrib", 1)])
-    opts = ort.SessionOptions()
+    opts = session_options()
     opts.register_custom_ops_library(get_library_path())
-    opts.log_severity_level = 3
     return ort.InferenceSession(copy.SerializeToString(), opts, providers=["CPUExecutionProvider"])

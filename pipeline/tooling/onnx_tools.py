@@ -8,11 +8,14 @@ source's IR version and metadata kept, saved, checked by `onnx.checker` with str
 """
 from __future__ import annotations
 
+import io
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from ..engine.errors import UserError
+from ..engine.threads import session_options
 
 
 @dataclass(frozen=True)
@@ -45,12 +48,14 @@ def export_torch(module, example_inputs: tuple, spec: GraphSpec, path: Path, *, 
     import onnx
     import torch
 
+    buffer = io.BytesIO()  # written once, after the fixes below (not exported to disk, read back, rewritten)
     with warnings.catch_warnings(record=True) as caught, torch.no_grad():
         warnings.simplefilter("always")
-        torch.onnx.export(module, example_inputs, str(path), opset_version=opset, dynamo=False,
+        torch.onnx.export(module, example_inputs, buffer, opset_version=opset, dynamo=False,
                           do_constant_folding=True, input_names=list(spec.inputs), output_names=list(spec.outputs),
                           dynamic_axes=spec.dynamic_axes())
-    model = onnx.load(str(path))
+    model = onnx.load_from_string(buffer.getvalue())
+    del buffer
     written = opset_of(model)
     if written != opset:
         raise RuntimeError(f"asked for opset {opset}, torch wrote {written}")
@@ -96,23 +101,30 @@ def finish(model, path: Path, like=None) -> None:
         model.ir_version = like.ir_version
         set_metadata(model, {p.key: p.value for p in like.metadata_props})
     onnx.save(model, str(path))
-    check(path)
+    check(model)
 
 
-def check(path: Path) -> None:
-    """onnx.checker with strict shape inference. A TensorRT-only node is checked in a copy that puts it in
-    a custom domain (the checker skips those; in the default domain it would refuse an op it does not know)."""
+def check(graph) -> None:
+    """onnx.checker with strict shape inference, of a saved graph (path) or the ModelProto just saved. A
+    TensorRT-only node is checked in a copy that puts it in a custom domain (the checker skips those; in
+    the default domain it would refuse an op it does not know)."""
     import onnx
 
-    model = onnx.load(str(path))
-    plugins = [n for n in model.graph.node if n.op_type in TENSORRT_ONLY_OPS and n.domain in ("", "ai.onnx")]
-    if not plugins:
-        onnx.checker.check_model(str(path), full_check=True)
+    if not isinstance(graph, onnx.ModelProto):
+        graph = onnx.load(str(graph))
+    if not _plugins(graph):
+        onnx.checker.check_model(graph, full_check=True)
         return
-    for node in plugins:
+    model = onnx.ModelProto()
+    model.CopyFrom(graph)
+    for node in _plugins(model):
         node.domain = "trt.plugins"
     model.opset_import.append(onnx.helper.make_opsetid("trt.plugins", 1))
     onnx.checker.check_model(model, full_check=True)
+
+
+def _plugins(model) -> list:
+    return [n for n in model.graph.node if n.op_type in TENSORRT_ONLY_OPS and n.domain in ("", "ai.onnx")]
 
 
 def onnxruntime_schema(path: Path) -> str:
@@ -121,8 +133,7 @@ def onnxruntime_schema(path: Path) -> str:
     execution provider takes that node); anything else onnxruntime refuses is an error."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts = session_options()
     try:
         ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         return "plain onnxruntime loads it"
@@ -183,17 +194,36 @@ def graph_io(path: Path) -> tuple[list[tuple[str, str, list[int]]], list[tuple[s
     return describe([i for i in graph.input if i.name not in initializers]), describe(graph.output)
 
 
+_RESULTS: OrderedDict = OrderedDict()  # (graph SHA-256, feeds digest, level) -> outputs, the last few only
+_KEEP = 4
+
+
 def run(path: Path, feeds: dict, basic_optimizations: bool = False):
     """One onnxruntime CPU run. `basic_optimizations`: onnxruntime 1.32's extended graph optimizations
-    crash (SIGSEGV) on the FP16 MobileCLIP2 text graph; the basic level runs it."""
+    crash (SIGSEGV) on the FP16 MobileCLIP2 text graph; the basic level runs it.
+
+    The same graph (by content) on the same inputs is run once per process: a step checking the raw graph
+    and the next one checking the End2End graph built from it need its outputs on the same images."""
+    import hashlib
+
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    from ..engine.hashing import sha256
+
+    key = (sha256(path), basic_optimizations, tuple(
+        (name, a.dtype.str, a.shape, hashlib.sha256(a.tobytes()).hexdigest()) for name, a in sorted(feeds.items())))
+    if key in _RESULTS:
+        _RESULTS.move_to_end(key)
+        return [a.copy() for a in _RESULTS[key]]
+    opts = session_options()
     if basic_optimizations:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)
+    out = sess.run(None, feeds)
+    _RESULTS[key] = [a.copy() for a in out]
+    while len(_RESULTS) > _KEEP:
+        _RESULTS.popitem(last=False)
+    return out
 
 
 def validate(path: Path, spec: GraphSpec, cases: list[tuple[dict, list]], *, what: str, key: str) -> list[dict]:
