@@ -194,8 +194,9 @@ def _disk_full(exc: BaseException, written: list[Path]) -> str | None:
     protobuf) often only say "iostream error", so the disk and the limit are looked at too."""
     import resource
 
-    chain = exc
-    while chain is not None:
+    chain, seen = exc, set()
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
         if isinstance(chain, OSError) and chain.errno in _FULL:
             return _FULL[chain.errno]
         chain = chain.__cause__ or chain.__context__

@@ -53,8 +53,8 @@ class AtomicJsonDB(JsonDB):
     _dirty = False
 
     def set(self, task_id, dependency, value):
-        # doit saves group tasks on every run (they have nothing to be up to date with): same values,
-        # except that JSON read back lists where doit has tuples
+        # doit re-saves what it already has (e.g. tasks without dependencies, which run every time): only
+        # a real change makes the file dirty (JSON reads back lists where doit has tuples)
         if self._db.get(task_id, {}).get(dependency, _MISSING) != _plain(value):
             self._dirty = True
             super().set(task_id, dependency, value)
