@@ -5,6 +5,7 @@ the user had lost and nothing finished-looking but wrong left in models/.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -166,7 +167,7 @@ def test_hostile_checkpoints_never_run_and_trust_is_explicit(project, checkpoint
 
 def truncation_offsets(data: bytes) -> dict[str, int]:
     """Where to cut a torch zip: its headers, the pickle, tensor data, the central directory."""
-    zf = zipfile.ZipFile(__import__("io").BytesIO(data))
+    zf = zipfile.ZipFile(io.BytesIO(data))
     infos = zf.infolist()
 
     def data_start(info) -> int:

@@ -111,7 +111,7 @@ def check_against_reference(raw_path: Path, e2e_path: Path, settings: dict, key:
         boxes = boxes * np.array([1 / imgsz] * 4, np.float32)
     e2e = onnx.load(str(e2e_path))
     thresholds = {"manifest_thresholds": ("", settings["conf"]), "score_threshold_0": ("/score_threshold_0", 0.0)}
-    _add_twin(e2e, thresholds["score_threshold_0"][0], 0.0)
+    _add_twin(e2e, *thresholds["score_threshold_0"])
     names = [name + suffix for suffix, _ in thresholds.values() for name in OUTPUTS]
     results = dict(zip(names, cpu_session(e2e).run(names, {"images": x})))
     report = {}

@@ -28,6 +28,7 @@ def _plain(value):
 
 class AtomicJsonDB(JsonDB):
     desc = "JSON, written atomically; a damaged file is set aside (triton-export-pipeline)"
+    _dirty = False  # dump() writes only after a change
 
     def _load(self):
         try:
@@ -46,11 +47,10 @@ class AtomicJsonDB(JsonDB):
             where = f"moved to {aside}"
         except OSError:
             where = "left in place"
+        self._dirty = True  # written anew at the end of this run, whether or not it could be moved aside
         sys.stderr.write(f"warning: doit's state file {self.name} was damaged: {problem}; {where}. Every task "
                          "checks its artifacts against their records: valid ones are kept, the rest rebuilt.\n")
         return {}
-
-    _dirty = False
 
     def set(self, task_id, dependency, value):
         # doit re-saves what it already has (e.g. tasks without dependencies, which run every time): only

@@ -142,7 +142,9 @@ def load_detection_model(pt: Path, key: str, trust: bool = False, *, take: bool 
     it; `take=True` (a step that changes it, e.g. fuses it for export) takes it out of the memo."""
     st = os.stat(pt)
     ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, bool(trust))
-    model = _LOADED.pop(ident, None) or _load_detection_model(pt, key, trust)
+    model = _LOADED.pop(ident, None)
+    if model is None:
+        model = _load_detection_model(pt, key, trust)
     _LOADED.clear()
     if not take:
         _LOADED[ident] = model
