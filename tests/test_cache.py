@@ -87,7 +87,7 @@ def test_corrupt_cache_entry_is_never_served(reference, tmp_path):
     bad = tmp_path / "bad-cache"
     shutil.copytree(cache, bad)
     rec = json.loads(src.path("models/a/1/model.onnx.verification.json").read_text())["recipe"]
-    blob = bad / rec[:2] / rec / "0"
+    blob = bad / rec[:2] / rec / json.loads((bad / rec[:2] / rec / "index.json").read_text())["outputs"][0]["blob"]
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0xFF
     blob.write_bytes(bytes(data))
@@ -98,7 +98,9 @@ def test_corrupt_cache_entry_is_never_served(reference, tmp_path):
     assert "export_onnx:a: restored" not in run.out
     assert artifacts(clone) == want
     assert (bad / rec[:2] / rec / "index.json").exists()  # rebuilt and stored again, intact
-    assert hashlib.sha256((bad / rec[:2] / rec / "0").read_bytes()).hexdigest() == want["models/a/1/model.onnx"]
+    index = json.loads((bad / rec[:2] / rec / "index.json").read_text())
+    stored = bad / rec[:2] / rec / index["outputs"][0]["blob"]
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == want["models/a/1/model.onnx"]
 
 
 def test_unusable_cache_degrades_to_building_with_a_warning(tmp_path):

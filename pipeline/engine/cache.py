@@ -23,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
+import uuid
 from pathlib import Path
 
 from ..declarations import layout
@@ -45,7 +47,16 @@ def recipe(spec: dict, input_hashes: dict[str, str]) -> str:
 
 
 class ArtifactCache:
-    """Entries: <root>/<recipe[:2]>/<recipe>/{index.json, 0, 1, ..., record}."""
+    """Entries: <root>/<recipe[:2]>/<recipe>/index.json, beside the entry's files, each named by its SHA-256.
+
+    Many writers (CI jobs, hosts, `doit -n N` workers) may store the same entry at once, and readers may
+    look at it meanwhile. The protocol needs nothing from the store but atomic single-object writes:
+    * blobs first, each under its content's name: two writers of one blob write the same bytes;
+    * index.json last: an entry exists only once every file it names is complete. An upload killed
+      half-way leaves blobs without an index, which no reader ever serves;
+    * each object appears whole: on a local (or mounted) folder it is written to a unique temporary name
+      and renamed; an object store (S3, GCS) makes a PUT, multipart or not, visible only once complete.
+    Readers still check every file against the SHA-256 the index names before using it."""
 
     def __init__(self, url: str):
         import fsspec
@@ -68,7 +79,7 @@ class ArtifactCache:
     def local(self) -> bool:
         return "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
 
-    def _transfer(self, src, dst, remote_copy) -> None:
+    def _get(self, src: str, dst: Path) -> None:
         """Local cache: a hard link (artifacts are immutable, replaced by rename); else fsspec's copy."""
         if self.local:
             try:
@@ -76,16 +87,36 @@ class ArtifactCache:
                 return
             except OSError:
                 pass
-        remote_copy(str(src), str(dst))
+        self.fs.get_file(src, str(dst))
 
-    def _get(self, src: str, dst: Path) -> None:
-        self._transfer(src, dst, self.fs.get_file)
-
-    def _put(self, src: Path, dst: str) -> None:
-        self._transfer(src, dst, self.fs.put_file)
+    def _put(self, src: Path | bytes, dst: str) -> None:
+        """One object, appearing whole (see the class docstring)."""
+        if not self.local:
+            if isinstance(src, bytes):
+                self.fs.pipe_file(dst, src)
+            else:
+                self.fs.put_file(str(src), dst)
+            return
+        tmp = f"{os.path.dirname(dst)}/.{os.path.basename(dst)}.tmp-{uuid.uuid4().hex}"
+        try:
+            if isinstance(src, bytes):
+                with open(tmp, "wb") as f:
+                    f.write(src)
+            else:
+                try:
+                    os.link(src, tmp)
+                except OSError:
+                    shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
 
     def _dir(self, key: str) -> str:
         return f"{self.root.rstrip('/')}/{key[:2]}/{key}"
+
+    def has(self, key: str) -> bool:
+        return self.fs.exists(f"{self._dir(key)}/index.json")
 
     def restore(self, key: str, outputs: list[Path], record: Path | None, tmp_for) -> bool:
         """Copy a verified entry into place (temp file + rename). False when absent or unusable."""
@@ -105,7 +136,7 @@ class ArtifactCache:
                 self._get(f"{d}/{meta['blob']}", tmp)
                 staged.append((tmp, final))
                 if sha256(tmp) != meta["sha256"]:
-                    raise ValueError(f"{meta['blob']} of entry {key[:12]} does not match its recorded SHA-256")
+                    raise ValueError(f"{meta['blob'][:12]} of entry {key[:12]} does not match its recorded SHA-256")
         except Exception as e:
             for tmp, _ in staged:
                 tmp.unlink(missing_ok=True)
@@ -122,24 +153,20 @@ class ArtifactCache:
 
     def store(self, key: str, outputs: list[Path], record: Path | None) -> None:
         d = self._dir(key)
-        tmp_dir = f"{d}.tmp-{os.getpid()}"
         try:
-            self.fs.makedirs(tmp_dir, exist_ok=True)
+            if self.fs.exists(f"{d}/index.json"):  # another writer was first: same recipe, same artifact
+                return
+            self.fs.makedirs(d, exist_ok=True)
             index = {"outputs": [], "record": None}
-            for i, path in enumerate(outputs):
-                self._put(path, f"{tmp_dir}/{i}")
-                index["outputs"].append({"blob": str(i), "name": path.name, "sha256": sha256(path)})
-            if record:
-                self._put(record, f"{tmp_dir}/record")
-                index["record"] = {"blob": "record", "name": record.name, "sha256": sha256(record)}
-            self.fs.pipe_file(f"{tmp_dir}/index.json", json.dumps(index).encode())
-            if self.fs.exists(d):
-                self.fs.rm(tmp_dir, recursive=True)
-            else:
-                self.fs.mv(tmp_dir, d, recursive=True)
+            for path in outputs + ([record] if record else []):
+                digest = sha256(path)
+                if not self.fs.exists(f"{d}/{digest}"):
+                    self._put(path, f"{d}/{digest}")
+                meta = {"blob": digest, "name": path.name, "sha256": digest}
+                if path == record:
+                    index["record"] = meta
+                else:
+                    index["outputs"].append(meta)
+            self._put(json.dumps(index, sort_keys=True).encode(), f"{d}/index.json")  # last: the entry exists
         except Exception as e:
             warn(f"could not store into {self.url} ({type(e).__name__}: {e}); the build goes on without it")
-            try:
-                self.fs.rm(tmp_dir, recursive=True)
-            except Exception:
-                pass
