@@ -5,6 +5,8 @@
     doit custom=/data/my.pt:my_name:32     # one-off custom checkpoint, no YAML
     doit onnx:yolov11_small                # one Triton folder and what it needs
     doit list --all                        # every task;  doit info TASK  says why it would run
+    doit shard=2/4 cache=s3://bucket/x     # this CI job's share of the models (GPU targets: its GPU's plans)
+    doit assemble cache=s3://bucket/x      # the whole repository from the cache; fails naming what is missing
 
 Each task is one artifact, declared in pipeline/declarations/kinds.py and built by its module in
 pipeline/builders/. Loading this file imports no torch, ultralytics, onnx or tensorrt: builders import
@@ -25,7 +27,7 @@ ROOT = Path(__file__).resolve().parent
 os.chdir(ROOT)  # every path in the DAG is relative to the project: the state survives a move
 sys.path.insert(0, str(ROOT))
 
-from pipeline.declarations import kinds, layout  # noqa: E402
+from pipeline.declarations import kinds, layout, sharding  # noqa: E402
 from pipeline.declarations.manifest_cache import load_models  # noqa: E402
 from pipeline.engine.errors import UserError, exit_with  # noqa: E402
 from pipeline.engine.lock import hold_build_lock  # noqa: E402
@@ -70,11 +72,13 @@ if _COMMAND == "run":
 try:
     MODELS = load_models(get_var("manifest", "manifests/default.yaml"), get_var("custom", None), ROOT,
                          explicit_manifest=get_var("manifest", None) is not None)
+    if get_var("shard", None) is not None:  # a CI job's share: deterministic, balanced by model
+        MODELS = sharding.select(MODELS, get_var("shard"), kinds.STEPS)
 except UserError as error:
     exit_with(error)
 
 _SKIPPED = sum(f in m["settings"]["formats"] for m in MODELS for f in TRT_FORMATS)
-if _SKIPPED and not TENSORRT and _COMMAND == "run":
+if _SKIPPED and not TENSORRT and _COMMAND == "run" and "assemble" not in sys.argv[1:]:
     print(f"notice: TensorRT is not installed here: skipping {_SKIPPED} TensorRT plan(s) "
           "(doit trt:NAME names one and fails; see README 'TensorRT')", file=sys.stderr)
 
@@ -82,8 +86,8 @@ if _SKIPPED and not TENSORRT and _COMMAND == "run":
 def declare(*steps):
     for step in steps:
         for model in MODELS:
-            if step.applies(model):
-                yield step.task(model)
+            for instance in step.instances(model):  # none, the model, or one per GPU target
+                yield step.task(instance)
 
 
 def task_download():
@@ -123,7 +127,8 @@ def task_fp16_end2end_onnx():
 
 def task_plan():
     """TensorRT plans (needs TensorRT 10.x/11.x and a GPU; built in a child process, one per GPU at a time)."""
-    yield from declare(kinds.PLAN, kinds.PLAN_END2END, kinds.PLAN_ENCODER)
+    yield from declare(kinds.PLAN, kinds.PLAN_END2END, kinds.PLAN_ENCODER,
+                       kinds.TARGET_PLANS, kinds.TARGET_PLANS_END2END, kinds.TARGET_PLANS_ENCODER)
 
 
 def task_config():
@@ -161,20 +166,29 @@ def task_encoder_info():
     yield from declare(*(s for s in kinds.SIDECARS if s.basename == "encoder_info"))
 
 
+def task_publish():
+    """TensorRT folders with several GPU targets: published into models/ once every target's plan is built."""
+    for folder, config, sidecar in zip(kinds.FOLDERS, kinds.CONFIGS, kinds.SIDECARS):
+        for model in MODELS:
+            if folder.applies(model) and folder.staged(model):
+                yield kinds.publish_task(folder, config, sidecar, model)
+
+
 def _folder_groups(fmt: str):
     for folder, config, sidecar in zip(kinds.FOLDERS, kinds.CONFIGS, kinds.SIDECARS):
         if folder.format != fmt:
             continue
-        for model in MODELS:
-            if folder.applies(model):
-                deps = [f"{folder.model_step.basename}:{folder.model_step.subname(model)}",
-                        f"config:{config.subname(model)}"]
+        for model in (m for m in MODELS if folder.applies(m)):
+            if folder.staged(model):  # several GPU targets: complete once published
+                deps = [f"publish:{layout.folder(model, fmt)}"]
+            else:
+                deps = folder.model_tasks(model) + [f"config:{config.subname(model)}"]
                 if sidecar.applies(model):
                     deps.append(f"{sidecar.basename}:{sidecar.subname(model)}")
-                # up to date by itself (doit still runs what it depends on first): not re-run and re-saved
-                # as a task without dependencies would be on every call
-                yield {"name": model["name"], "actions": None, "task_dep": deps, "uptodate": [True],
-                       "doc": f"Triton folder {layout.folder_path(model, fmt)}/ complete"}
+            # up to date by itself (doit still runs what it depends on first): not re-run and re-saved
+            # as a task without dependencies would be on every call
+            yield {"name": model["name"], "actions": None, "task_dep": deps, "uptodate": [True],
+                   "doc": f"Triton folder {layout.published_path(model, fmt)}/ complete"}
 
 
 def task_onnx():
@@ -195,3 +209,15 @@ def task_trt():
 def task_trt_end2end():
     """Triton folder models/<name>_trt_end2end/: TensorRT plan with compiled NMS + config.pbtxt + labels.txt."""
     yield from _folder_groups("trt_end2end")
+
+
+def task_assemble():
+    """The whole repository, every GPU target: built here or restored from the artifact cache; fails naming
+    each missing (folder, GPU target) pair. For the job after a CI matrix of GPU hosts."""
+    from pipeline.engine.assemble import check_published
+
+    expected = [(layout.published_path(m, f.format), layout.folder_path(m, f.format), layout.gpu_targets(m, f.format),
+                 m["settings"]["triton_target"]) for f in kinds.FOLDERS for m in MODELS if f.applies(m) and f.staged(m)]
+    manifest = MODELS[0]["manifest"] if MODELS else None
+    return {"actions": [(check_published, [expected, manifest])], "task_dep": list(layout.FORMATS), "uptodate": [False],
+            "verbosity": 2}

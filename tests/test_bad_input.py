@@ -52,6 +52,16 @@ MANIFEST_CASES = [
      ["defaults.tensorrt", "'8.6.1' is not a TensorRT 10.x or 11.x version"]),
     ("trust-not-a-boolean", f"models:\n  a: {{{ARCH}, trust_checkpoint: maybe}}\n",
      ["models.a.trust_checkpoint", "'maybe'"]),
+    ("gpu-targets-without-triton", f'defaults: {{gpu_targets: ["8.6", "9.0"]}}\nmodels:\n  a: {{{ARCH}}}\n',
+     ["models.a.gpu_targets", "not which Triton serves the plans", 'add triton: "24.12"']),
+    ("gpu-targets-too-old", f'defaults: {{gpu_targets: ["7.0"], triton: "24.12"}}\nmodels:\n  a: {{{ARCH}}}\n',
+     ["defaults.gpu_targets", "'7.0' is not a compute capability TensorRT 10/11 builds for", "known: 7.5"]),
+    ("gpu-targets-twice", f'models:\n  a: {{{ARCH}, gpu_targets: ["8.6", 8.6], triton: "24.12"}}\n',
+     ["models.a.gpu_targets", "8.6 is listed twice"]),
+    ("gpu-targets-bad-gpu", f'defaults: {{gpu_targets: {{"8.6": 42}}, triton: "24.12"}}\nmodels:\n  a: {{{ARCH}}}\n',
+     ["defaults.gpu_targets", "GPU model for 8.6", "got 42"]),
+    ("gpu-targets-empty", f'encoders:\n  e: {{weights: untrained, gpu_targets: [], triton: "24.12"}}\n',
+     ["encoders.e.gpu_targets", "non-empty list"]),
 ]
 
 

@@ -65,8 +65,10 @@ models:
   mine: {pt_file: ../mine.pt, formats: [onnx]}
   smoke: {arch: yolo11n, class_names: [a, b], formats: [onnx, onnx_end2end, trt, trt_end2end]}
   fp32: {arch: yolo11n, precision: fp32, formats: [trt_end2end]}
+  fleet: {arch: yolo11n, formats: [trt, trt_end2end], gpu_targets: ["9.0"], tensorrt: "10.16.1.11"}
 encoders:
   clip: {model: MobileCLIP2-S2, weights: untrained, image_max_batch: 2, text_max_batch: 2}
+  clipfleet: {weights: untrained, gpu_targets: {"8.6": "NVIDIA A10"}, triton: "24.12"}
 """
 
 
@@ -87,7 +89,7 @@ def test_every_declaration_names_a_builder_that_reads_only_what_it_declares(reco
         assert step.module.startswith("pipeline.builders."), step.builder
         fn = builder_function(step)
         reads = literal_reads(fn)
-        models = [m for m in records if step.applies(m)]
+        models = [i for m in records for i in step.instances(m)]
         assert models, f"{step.basename}: no sample model uses it"
         for m in models:
             params = set(step.params(m))
@@ -231,7 +233,8 @@ runner.call_builder = _traced
 runner._call_isolated = lambda spec, ctx: _traced(spec["builder"], ctx)  # in-process: the stand-in needs no CUDA
 '''
 
-MANIFEST = SAMPLE.replace("  fp32: {arch: yolo11n, precision: fp32, formats: [trt_end2end]}\n", "")
+MANIFEST = SAMPLE.replace("  fp32: {arch: yolo11n, precision: fp32, formats: [trt_end2end]}\n", "").replace(
+    '  clipfleet: {weights: untrained, gpu_targets: {"8.6": "NVIDIA A10"}, triton: "24.12"}\n', "")
 
 
 class Built(Project):

@@ -125,7 +125,7 @@ def test_build_orchestration_with_the_standin(trt):
     assert all("isolated" in " ".join(b["argv"]) for b in builds)  # never in doit's own process
 
     plan = trt.path("models/smoke_trt_end2end/1/model.plan")
-    assert plan.read_bytes() == S.PLAN_BYTES  # the bare serialized engine: no length/JSON header
+    assert plan.read_bytes() == S.plan_bytes()  # the bare serialized engine: no length/JSON header
     rec = json.loads((plan.parent / "model.plan.verification.json").read_text())
     v = rec["verification"]
     assert v["tensorrt"] == "11.4.0.106" and v["compute_capability"] == "9.0" and "stand-in" in v["gpu"]
@@ -265,7 +265,7 @@ def test_an_error_in_the_progress_display_never_cancels_a_build(trt):
     assert run.rc == 0, run.text
     v = json.loads(trt.path("models/smoke_trt/1/model.plan.verification.json").read_text())["verification"]
     assert v["progress_monitor_errors"] and "step_complete: TypeError" in v["progress_monitor_errors"][0]
-    assert trt.path("models/smoke_trt/1/model.plan").read_bytes() == S.PLAN_BYTES
+    assert trt.path("models/smoke_trt/1/model.plan").read_bytes() == S.plan_bytes()
 
 
 @needs_shared

@@ -21,6 +21,12 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "tensorrt-api"
 RELEASES = ("10.13.3.9", "10.16.1.11", "11.4.0.106")
 PLAN_BYTES = b"STAND-IN PLAN: not a TensorRT engine\n"
 
+
+def plan_bytes(gpu_name: str = "NVIDIA H200 (stand-in)", cc: str = "9.0") -> bytes:
+    """What the stand-in's build_serialized_network returns on a host whose (first) GPU is this one: plans
+    of different GPU targets differ, like real engines."""
+    return PLAN_BYTES + f"for {gpu_name}, compute capability {cc}\n".encode()
+
 MODULE = r'''
 """STAND-IN tensorrt {version} for tests (see tests/trt_standin.py). Not TensorRT."""
 import json, os, sys, time
@@ -234,7 +240,9 @@ def install(site: Path, version: str, cc: str = "9.0", gpu_name: str = "NVIDIA H
     names = SHARED / f"tensorrt-{version}.names"
     pkg = site / "tensorrt"
     pkg.mkdir(parents=True, exist_ok=True)
-    (pkg / "__init__.py").write_text(MODULE.format(version=version, names=str(names), plan=PLAN_BYTES))
+    gpus = gpus or [(gpu_name, cc, "GPU-5ea7d1e0-0000-4000-8000-000000000000")]
+    plan = plan_bytes(gpus[0][0], gpus[0][1])
+    (pkg / "__init__.py").write_text(MODULE.format(version=version, names=str(names), plan=plan))
     for old in site.glob("tensorrt-*.dist-info"):
         for f in old.iterdir():
             f.unlink()
@@ -246,7 +254,6 @@ def install(site: Path, version: str, cc: str = "9.0", gpu_name: str = "NVIDIA H
     bin_dir = site.parent / "bin"
     bin_dir.mkdir(exist_ok=True)
     smi = bin_dir / "nvidia-smi"
-    gpus = gpus or [(gpu_name, cc, "GPU-5ea7d1e0-0000-4000-8000-000000000000")]
     smi.write_text(SMI.format(python=sys.executable, gpus=list(gpus), migs=list(migs)))
     smi.chmod(smi.stat().st_mode | stat.S_IEXEC)
     return {"PYTHONPATH": str(site), "PATH": f"{bin_dir}:{os.environ['PATH']}"}

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from ..declarations import triton_releases
 from ..engine.errors import UserError
-from ..engine.tools import NoVisibleGpu, visible_gpu
+from ..engine.tools import NoVisibleGpu, gpu, tensorrt_version, visible_gpu
 
 if TYPE_CHECKING:
     from ..engine.context import StepContext
@@ -159,6 +159,37 @@ def check_target(installed: str, target: dict | None, key: str, task: str) -> di
     return {**target, "checked": True}
 
 
+def _not_the_target(device: dict, want: dict) -> str | None:
+    """Why this GPU cannot build the plan of GPU target `want` ({"cc", "gpu"}), or None."""
+    if device["compute_capability"] != want["cc"]:
+        return f"this host's GPU is {device['name']} (compute capability {device['compute_capability']})"
+    if want["gpu"] and device["name"] != want["gpu"]:
+        return f"this host's GPU is {device['name']}, and the manifest pins {want['cc']} to {want['gpu']}"
+    return None
+
+
+def where_to_build(want: dict, target: dict) -> str:
+    gpu_model = f" ({want['gpu']})" if want["gpu"] else ""
+    engine = ".".join(map(str, triton_releases.engine_version(target["tensorrt"])))
+    return f"a GPU host with compute capability {want['cc']}{gpu_model} and TensorRT {engine}"
+
+
+def buildable_here(params: dict) -> str | None:
+    """The runner asks before building a GPU target's plan (after the cache had none): None when this
+    host's GPU is the target's, else why not and where to build it. Reads no more than nvidia-smi."""
+    want = params["gpu_target"]
+    if want is None:
+        return None
+    where = where_to_build(want, params["triton_target"])
+    if tensorrt_version() is None:
+        return f"TensorRT is not installed here; build it on {where}"
+    device = gpu()
+    if device is None:
+        return f"no GPU is visible here; build it on {where}"
+    why = _not_the_target(device, want)
+    return f"{why}; build it on {where}" if why else None
+
+
 def build(ctx: StepContext) -> dict:
     """Step builder (runs in its own process, see engine/step.py `isolate`)."""
     # CUDA numbers devices fastest-first by default; nvidia-smi (and so visible_gpu) in PCI bus order.
@@ -170,6 +201,11 @@ def build(ctx: StepContext) -> dict:
     except NoVisibleGpu as e:
         raise UserError(f"no GPU to build the TensorRT plan on: {e}", key=ctx.key,
                         fix="build TensorRT plans on a host with the GPU model that will serve them") from None
+    want = ctx.param("gpu_target")  # one plan of a folder with several GPU targets, or None
+    if want and _not_the_target(device, want):  # the runner asked buildable_here first: a guard
+        raise UserError(f"{_not_the_target(device, want)}: it cannot build the plan for compute capability "
+                        f"{want['cc']}", key=f"{ctx.key}.gpu_targets",
+                        fix=f"build it on {where_to_build(want, ctx.param('triton_target'))}")
     version = str(trt.__version__)
     major = int(version.split(".")[0])
     if major not in (10, 11):
@@ -213,7 +249,7 @@ def build(ctx: StepContext) -> dict:
         with file_lock(cache_file.with_name(cache_file.name + ".lock")):
             cache_bytes = cache_file.read_bytes() if cache_file.exists() else b""
         if not config.set_timing_cache(config.create_timing_cache(cache_bytes), False):
-            notes.append(f"timing cache {cache_file} does not match this GPU or TensorRT: built without it")
+            notes.append(f"timing cache {cache_file.name} does not match this GPU or TensorRT: built without it")
             config.set_timing_cache(config.create_timing_cache(b""), False)
         plan = builder.build_serialized_network(network, config)
         if plan is not None:
@@ -228,11 +264,13 @@ def build(ctx: StepContext) -> dict:
         raise RuntimeError("the plan just built does not deserialize")
     io = [(engine.get_tensor_name(i), str(engine.get_tensor_dtype(engine.get_tensor_name(i))),
            str(engine.get_tensor_mode(engine.get_tensor_name(i)))) for i in range(engine.num_io_tensors)]
+    # The timing cache by file name, not its folder: a record is the same bytes whichever host built it.
     return {"tensorrt": version, "gpu": device["name"], "compute_capability": device["compute_capability"],
             "strongly_typed": True, "profile": {k: list(v) for k, v in shapes.items()},
             "workspace_bytes": int(workspace_gb * (1 << 30)), "onnx": str(onnx_path), "io": io,
-            "timing_cache": str(cache_file), "tf32": bool(ctx.param("allow_tf32")),
-            "progress_monitor_errors": monitor.errors, "notes": notes, "deserialized": True, "target": target}
+            "timing_cache": cache_file.name, "tf32": bool(ctx.param("allow_tf32")),
+            "progress_monitor_errors": monitor.errors, "notes": notes, "deserialized": True, "target": target,
+            "gpu_target": want}
 
 
 def _save_timing_cache(config, cache_file: Path) -> None:

@@ -22,7 +22,8 @@ def triton_io(values) -> list[tuple[str, str, list[int]]]:
 
 
 def build_config(name: str, platform: str, inputs, outputs, *, max_batch: int, dynamic_batching: dict,
-                 instance_group: dict, untrained: bool, tensorrt_accelerator: dict | None = None):
+                 instance_group: dict, untrained: bool, tensorrt_accelerator: dict | None = None,
+                 cc_model_filenames: dict[str, str] | None = None):
     from tritonclient.grpc import model_config_pb2 as mc
 
     cfg = mc.ModelConfig(name=name, platform=platform, max_batch_size=max_batch)
@@ -40,6 +41,11 @@ def build_config(name: str, platform: str, inputs, outputs, *, max_batch: int, d
         accelerator = cfg.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
         for key, value in tensorrt_accelerator.items():
             accelerator.parameters[key] = value
+    if cc_model_filenames:
+        # One plan per GPU architecture: Triton's TensorRT backend loads the one named for the GPU's compute
+        # capability. No default_model_filename: a GPU outside the targets fails to load, by name.
+        for cc, filename in cc_model_filenames.items():
+            cfg.cc_model_filenames[cc] = filename
     if untrained:
         # Random weights: say so where an operator looking at the repository will see it.
         cfg.parameters["untrained_random_weights"].string_value = "true"
@@ -57,7 +63,8 @@ def write_config(ctx: StepContext) -> dict:
     inputs, outputs = (triton_io(v) for v in graph_io(graph))
     cfg = build_config(ctx.param("folder"), ctx.param("platform"), inputs, outputs, max_batch=ctx.param("max_batch"),
                        dynamic_batching=ctx.param("dynamic_batching"), instance_group=ctx.param("instance_group"),
-                       untrained=ctx.param("untrained"), tensorrt_accelerator=ctx.param("tensorrt_accelerator"))
+                       untrained=ctx.param("untrained"), tensorrt_accelerator=ctx.param("tensorrt_accelerator"),
+                       cc_model_filenames=ctx.param("cc_model_filenames"))
     text = text_format.MessageToString(cfg)
     again = text_format.Parse(text, mc.ModelConfig())  # what Triton will read
     if again != cfg:

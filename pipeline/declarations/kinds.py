@@ -90,19 +90,42 @@ FP16_END2END_ONNX = Step(
     record=lambda m: L.verification_record(L.fp16_end2end_onnx(m)), params=_NMS)
 
 
+_PLAN_SETTINGS = _settings("max_batch", "workspace_gb", "precision", "allow_tf32", "triton_target")
+
+
 def _plan(fmt: str, source, family) -> Step:
+    """One model.plan for this host's GPU: the TensorRT version and GPU here are part of its recipe."""
     return Step(
         basename="plan", doc=f"TensorRT plan of {{name}} ({fmt}) from its {{settings[precision]}} ONNX — needs TensorRT + GPU",
         builder="pipeline.builders.tensorrt_plan:build", isolate=True,
-        applies=family(lambda m: fmt in m["settings"]["formats"]), subname=lambda m: L.folder(m, fmt),
+        applies=family(lambda m: fmt in m["settings"]["formats"] and not L.gpu_targets(m, fmt)),
+        subname=lambda m: L.folder(m, fmt),
         inputs={"onnx": source}, outputs={"plan": lambda m: L.plan(m, fmt)},
         record=lambda m: L.verification_record(L.plan(m, fmt)),
-        params=lambda m: {**_settings("max_batch", "workspace_gb", "precision", "allow_tf32", "triton_target")(m),
-                          **plan_identity()})
+        params=lambda m: {**_PLAN_SETTINGS(m), "gpu_target": None, **plan_identity()})
+
+
+def _target_plans(fmt: str, source, family) -> Step:
+    """One plan per GPU target (manifest gpu_targets): its recipe names the target (compute capability,
+    pinned GPU model, the target Triton's TensorRT), not this host, so every host computes the same one:
+    the host with that GPU builds it, every other host restores it from the shared artifact cache."""
+    return Step(
+        basename="plan", doc=f"TensorRT plan of {{name}} ({fmt}) for GPUs of compute capability {{gpu_target[cc]}}",
+        builder="pipeline.builders.tensorrt_plan:build", isolate=True,
+        applies=family(lambda m: fmt in m["settings"]["formats"] and bool(L.gpu_targets(m, fmt))),
+        variants=lambda m: [{"gpu_target": t} for t in L.gpu_targets(m, fmt)],
+        subname=lambda m: f"{L.folder(m, fmt)}.sm{m['gpu_target']['cc'].replace('.', '')}",
+        inputs={"onnx": source}, outputs={"plan": lambda m: L.target_plan(m, fmt)},
+        record=lambda m: L.verification_record(L.target_plan(m, fmt)),
+        params=lambda m: {**_PLAN_SETTINGS(m), "gpu_target": m["gpu_target"]},
+        tools=lambda m: {"tensorrt": m["settings"]["triton_target"]["tensorrt"]},
+        buildable="pipeline.builders.tensorrt_plan:buildable_here")
 
 
 PLAN = _plan("trt", lambda m: L.trt_source(m, False), yolo)
 PLAN_END2END = _plan("trt_end2end", lambda m: L.trt_source(m, True), yolo)
+TARGET_PLANS = _target_plans("trt", lambda m: L.trt_source(m, False), yolo)
+TARGET_PLANS_END2END = _target_plans("trt_end2end", lambda m: L.trt_source(m, True), yolo)
 
 # ---- MobileCLIP2 encoders (visual search): two records per model, role image / text
 CLIP_WEIGHTS = Step(
@@ -132,6 +155,7 @@ PUBLISH_ENCODER = Step(
     subname=lambda m: L.folder(m, "onnx"), inputs={"onnx": L.encoder_onnx}, outputs={"onnx": L.served_onnx})
 
 PLAN_ENCODER = _plan("trt", L.encoder_trt_onnx, clip)
+TARGET_PLANS_ENCODER = _target_plans("trt", L.encoder_trt_onnx, clip)
 
 
 # ---- Triton folders: one per format, each = model artifact + config.pbtxt + a sidecar file
@@ -164,17 +188,30 @@ class TritonFolder:
     (`io_source`: the model file itself for ONNX folders, the plan's ONNX for plan folders), its sidecar,
     and the TensorRT accelerator its onnxruntime folder needs (model -> parameters, or None)."""
 
-    def __init__(self, family, format, platform, model_step, io_source, sidecar=LABELS, accelerator=None):
+    def __init__(self, family, format, platform, model_step, io_source, sidecar=LABELS, accelerator=None,
+                 target_step=None):
         self.family, self.format, self.platform, self.model_step = family, format, platform, model_step
-        self.io_source, self.sidecar, self.accelerator = io_source, sidecar, accelerator
+        self.io_source, self.sidecar, self.accelerator, self.target_step = io_source, sidecar, accelerator, target_step
 
     def applies(self, m: dict) -> bool:
         return L.family(m) == self.family and self.format in m["settings"]["formats"]
 
+    def staged(self, m: dict) -> bool:
+        """A folder with one plan per GPU target: built in staging, published when complete (publish.py)."""
+        return bool(L.gpu_targets(m, self.format))
+
+    def model_tasks(self, m: dict) -> list[str]:
+        steps = [self.target_step] if self.staged(m) else [self.model_step]
+        return [f"{s.basename}:{s.subname(i)}" for s in steps for i in s.instances(m)]
+
     def model_task(self, m: dict) -> list[str]:
         """config.pbtxt and the sidecar run after the model file's task (order only: a new plan does not
-        make them stale): no Triton folder without its model, even when the plan cannot be built."""
-        return [f"{self.model_step.basename}:{self.model_step.subname(m)}"]
+        make them stale): no Triton folder without its model, even when the plan cannot be built. (A
+        staged folder is not served before publish.py finds every file there.)"""
+        return [] if self.staged(m) else self.model_tasks(m)
+
+    def cc_model_filenames(self, m: dict) -> dict[str, str] | None:
+        return {t["cc"]: L.plan_filename(t["cc"]) for t in L.gpu_targets(m, self.format)} or None
 
     def config_step(self) -> Step:
         fmt = self.format
@@ -185,6 +222,7 @@ class TritonFolder:
             outputs={"config": lambda m: f"{L.folder_path(m, fmt)}/config.pbtxt"},
             params=lambda m: {"folder": L.folder(m, fmt), "platform": self.platform, "untrained": m["untrained"],
                               "tensorrt_accelerator": self.accelerator(m) if self.accelerator else None,
+                              "cc_model_filenames": self.cc_model_filenames(m),
                               **_settings("max_batch", "dynamic_batching", "instance_group")(m)})
 
     def sidecar_step(self) -> Step:
@@ -202,14 +240,33 @@ FOLDERS = (
                  accelerator=onnxruntime_tensorrt),
     # A plan's I/O is its ONNX's (the config is written from that, so a config-only change never
     # touches the plan, and the config exists wherever the plan's ONNX does).
-    TritonFolder("yolo", "trt", "tensorrt_plan", PLAN, lambda m: L.trt_source(m, False)),
-    TritonFolder("yolo", "trt_end2end", "tensorrt_plan", PLAN_END2END, lambda m: L.trt_source(m, True)),
+    TritonFolder("yolo", "trt", "tensorrt_plan", PLAN, lambda m: L.trt_source(m, False), target_step=TARGET_PLANS),
+    TritonFolder("yolo", "trt_end2end", "tensorrt_plan", PLAN_END2END, lambda m: L.trt_source(m, True),
+                 target_step=TARGET_PLANS_END2END),
     TritonFolder("clip", "onnx", "onnxruntime_onnx", PUBLISH_ENCODER, L.served_onnx, sidecar=ENCODER_INFO),
-    TritonFolder("clip", "trt", "tensorrt_plan", PLAN_ENCODER, L.encoder_trt_onnx, sidecar=ENCODER_INFO),
+    TritonFolder("clip", "trt", "tensorrt_plan", PLAN_ENCODER, L.encoder_trt_onnx, sidecar=ENCODER_INFO,
+                 target_step=TARGET_PLANS_ENCODER),
 )
 
 # Every step, config and sidecar steps included, built once: dodo.py and the commands read these.
 CONFIGS = tuple(folder.config_step() for folder in FOLDERS)
 SIDECARS = tuple(folder.sidecar_step() for folder in FOLDERS)
 STEPS = (DOWNLOAD, MATERIALIZE, INSPECT, EXPORT_ONNX, END2END_ONNX, FP16_ONNX, FP16_END2END_ONNX, PLAN, PLAN_END2END,
-         CLIP_WEIGHTS, ENCODER_ONNX, ENCODER_TRT_ONNX, PUBLISH_ENCODER, PLAN_ENCODER) + CONFIGS + SIDECARS
+         TARGET_PLANS, TARGET_PLANS_END2END, CLIP_WEIGHTS, ENCODER_ONNX, ENCODER_TRT_ONNX, PUBLISH_ENCODER, PLAN_ENCODER,
+         TARGET_PLANS_ENCODER) + CONFIGS + SIDECARS
+
+
+def publish_task(folder: TritonFolder, config: Step, sidecar: Step, m: dict) -> dict:
+    """The doit task publishing a staged folder (several GPU targets) into models/ once complete."""
+    from ..engine import publish
+
+    fmt, staged = folder.format, L.folder_path(m, folder.format)
+    targets = {f"1/{L.plan_filename(t['cc'])}": {**t, "tensorrt": m["settings"]["triton_target"]["tensorrt"]}
+               for t in L.gpu_targets(m, fmt)}
+    files = ["config.pbtxt"] + ([sidecar.outputs["file"](m)[len(staged) + 1:]] if sidecar.applies(m) else [])
+    files += [f for plan in targets for f in (plan, L.verification_record(plan))]
+    deps = [f"{config.basename}:{config.subname(m)}"] + folder.model_tasks(m)
+    if sidecar.applies(m):
+        deps.append(f"{sidecar.basename}:{sidecar.subname(m)}")
+    return publish.task(L.folder(m, fmt), staged, L.published_path(m, fmt), files, targets, deps,
+                        f"Publish {L.published_path(m, fmt)}/ once the plan of every GPU target is in {staged}/")

@@ -13,6 +13,7 @@ FOLDER_SUFFIX = {"yolo": {"onnx": "", "onnx_end2end": "_end2end", "trt": "_trt",
                  "clip": {"onnx": "_onnx", "trt": ""}}
 MODELS = "models"                # the Triton model repository (output)
 WORK = "pytorch_models"          # weights and intermediates
+STAGED = f"{WORK}/staged"        # TensorRT folders with several GPU targets, until every plan is there
 
 # Build state, all under one git-ignored folder of the project.
 STATE = ".pipeline"
@@ -32,7 +33,21 @@ def folder(model: dict, fmt: str) -> str:
     return model["name"] + FOLDER_SUFFIX[family(model)][fmt]
 
 
+def gpu_targets(model: dict, fmt: str) -> list[dict]:
+    """The compute capabilities a TensorRT folder holds one plan for (manifest `gpu_targets`); [] for one
+    `model.plan` built for this host's GPU, and for ONNX folders."""
+    return (model["settings"].get("gpu_targets") or []) if fmt in ("trt", "trt_end2end") else []
+
+
 def folder_path(model: dict, fmt: str) -> str:
+    """Where a folder's files are written. A folder with several GPU targets is assembled in staging and
+    published into models/ only once every target's plan is there (publish.py)."""
+    if gpu_targets(model, fmt):
+        return f"{STAGED}/{folder(model, fmt)}"
+    return published_path(model, fmt)
+
+
+def published_path(model: dict, fmt: str) -> str:
     return f"{MODELS}/{folder(model, fmt)}"
 
 
@@ -95,6 +110,16 @@ def trt_source(model: dict, end2end: bool) -> str:
 
 def plan(model: dict, fmt: str) -> str:
     return f"{folder_path(model, fmt)}/1/model.plan"
+
+
+def plan_filename(cc: str) -> str:
+    """Triton's convention for per-GPU plans (`cc_model_filenames`): model.sm86.plan for 8.6."""
+    return f"model.sm{cc.replace('.', '')}.plan"
+
+
+def target_plan(model: dict, fmt: str) -> str:
+    """The plan of one GPU target (the model record of a target plan task carries `gpu_target`)."""
+    return f"{folder_path(model, fmt)}/1/{plan_filename(model['gpu_target']['cc'])}"
 
 
 def served_onnx(model: dict) -> str:

@@ -33,6 +33,9 @@ OPSET_MIN, OPSET_MAX = 14, 20
 Opset = Annotated[int, Field(ge=OPSET_MIN, le=OPSET_MAX)]
 TritonRelease = Annotated[str, StringConstraints(pattern=r"^[0-9]{2}\.[0-9]{2}$")]
 TensorRTVersion = Annotated[str, StringConstraints(pattern=r"^1[01]\.[0-9]+\.[0-9]+(\.[0-9]+)?$")]
+# Compute capabilities TensorRT 10.x/11.x build engines for (Turing and newer), as CUDA names them.
+COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.7", "8.9", "9.0", "10.0", "10.1", "10.3", "11.0", "12.0", "12.1")
+GPU_TARGETS_EXAMPLE = 'gpu_targets: ["7.5", "8.6", "9.0"] or {"8.6": "NVIDIA A10", "9.0": null}'
 IMGSZ_MIN, IMGSZ_MAX = 32, 4096
 TOPK_MAX = 4096  # EfficientNMS_TRT keeps at most 4096 candidates
 
@@ -71,12 +74,45 @@ ALLOWED = {
               "need 'tensorrt' too)",
     "tensorrt": "the TensorRT version the serving Triton ships, e.g. \"10.13.3.9\" (10.x or 11.x)",
     "trust_checkpoint": "true or false (true: load the file with torch's full unpickler, which runs any code in it)",
+    "gpu_targets": f"a list of GPU compute capabilities, or a mapping compute capability -> GPU model name (or null), "
+                   f"e.g. {GPU_TARGETS_EXAMPLE}; known: {', '.join(COMPUTE_CAPABILITIES)}",
     "engine_cache_path": "an absolute path, writable by the Triton server, e.g. /tmp/triton-onnxruntime-trt-cache",
 }
 
 
 PATTERN_WHAT = {"engine_cache_path": "an absolute path", "triton": "a Triton release (YY.MM)",
                 "tensorrt": "a TensorRT 10.x or 11.x version"}
+
+
+def gpu_targets(value: Any) -> list[dict] | None:
+    """`gpu_targets` -> [{"cc": "8.6", "gpu": "NVIDIA A10" or None}, ...] sorted by compute capability.
+
+    A list names compute capabilities (any GPU of that capability builds its plan); a mapping may also
+    pin the GPU model (as nvidia-smi names it) whose host builds it: TensorRT tunes an engine for the
+    GPU model that built it. YAML reads an unquoted 8.6 as a number: accepted, as written."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list):  # as written, or already resolved (defaults merged into an entry)
+        items = [(v["cc"], v["gpu"]) if isinstance(v, dict) and set(v) == {"cc", "gpu"} else (v, None) for v in value]
+    else:
+        items = None
+    if not items:
+        raise ValueError("expected a non-empty list or mapping of compute capabilities")
+    out = {}
+    for cc, gpu in items:
+        if isinstance(cc, bool) or not isinstance(cc, (str, int, float)):
+            raise ValueError(f"{cc!r} is not a compute capability")
+        text = str(cc).strip()
+        if text not in COMPUTE_CAPABILITIES:
+            raise ValueError(f"{text!r} is not a compute capability TensorRT 10/11 builds for (Turing, 7.5, and newer)")
+        if gpu is not None and (not isinstance(gpu, str) or not gpu.strip()):
+            raise ValueError(f"the GPU model for {text} must be a name like \"NVIDIA A10\" or null, got {gpu!r}")
+        if text in out:
+            raise ValueError(f"compute capability {text} is listed twice")
+        out[text] = gpu.strip() if gpu else None
+    return [{"cc": cc, "gpu": out[cc]} for cc in sorted(out, key=lambda c: tuple(map(int, c.split("."))))]
 
 
 class Strict(BaseModel):
@@ -121,6 +157,12 @@ class Settings(Strict):
     onnx_tensorrt: OnnxTensorRT = OnnxTensorRT()
     triton: TritonRelease | None = None        # the Triton release serving the plans (triton_releases.py)
     tensorrt: TensorRTVersion | None = None    # its TensorRT, for a release the table does not list
+    gpu_targets: Any = None                    # compute capabilities of the fleet: one plan each (see _gpu_targets)
+
+    @field_validator("gpu_targets")
+    @classmethod
+    def _gpu_targets(cls, v: Any) -> list[dict] | None:
+        return gpu_targets(v)
 
     @field_validator("imgsz")
     @classmethod
@@ -178,6 +220,12 @@ class EncoderEntry(Strict):
     trust_checkpoint: bool = False
     triton: TritonRelease | None = None       # None: the defaults' value
     tensorrt: TensorRTVersion | None = None
+    gpu_targets: Any = None                   # None: the defaults' value
+
+    @field_validator("gpu_targets")
+    @classmethod
+    def _gpu_targets(cls, v: Any) -> list[dict] | None:
+        return gpu_targets(v)
 
     @field_validator("formats")
     @classmethod
@@ -373,6 +421,12 @@ def resolve(path: Path, root: Path, custom: str | None = None, standalone_custom
                             key=f"{rec['key']}.dynamic_batching.preferred_batch_sizes",
                             fix="lower the preferred sizes or raise max_batch")
         s["triton_target"] = _triton_target(s, rec["key"], file)
+        if s["gpu_targets"] and s["triton_target"] is None:
+            raise UserError("gpu_targets is set but not which Triton serves the plans: hosts without TensorRT (the "
+                            "assembler) must know which TensorRT the plans are built with to find them in the "
+                            "artifact cache", file=file, key=f"{rec['key']}.gpu_targets",
+                            fix="add triton: \"24.12\" (your server's release) or tensorrt: \"10.7.0.23\" beside "
+                                "gpu_targets, in the same block")
         if s.get("class_agnostic") and "onnx_end2end" in s["formats"]:
             raise UserError("class_agnostic NMS cannot be served by the onnx_end2end format: onnxruntime's schema "
                             "of EfficientNMS_TRT has no class_agnostic attribute, so Triton's onnxruntime backend "
@@ -412,6 +466,8 @@ def _encoder_records(key: str, enc: EncoderEntry, path: Path, root: Path, defaul
     common = enc.model_dump(exclude={"image_max_batch", "text_max_batch", "weights", "trust_checkpoint"})
     if enc.triton is None and enc.tensorrt is None:
         common.update(triton=defaults.triton, tensorrt=defaults.tensorrt)
+    if enc.gpu_targets is None:
+        common.update(gpu_targets=defaults.gpu_targets)
     out = []
     for role, max_batch in (("image", enc.image_max_batch), ("text", enc.text_max_batch)):
         out.append({

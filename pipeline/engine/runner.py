@@ -69,9 +69,13 @@ class RemoveFiles:
             prune_empty_dirs(p.parent)
 
 
+def _function(name: str):
+    module, func = name.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
 def call_builder(builder: str, ctx: StepContext):
-    module, func = builder.split(":")
-    return getattr(importlib.import_module(module), func)(ctx)
+    return _function(builder)(ctx)
 
 
 def context_for(spec: dict, tmp: dict[Path, Path]) -> StepContext:
@@ -129,6 +133,14 @@ def run_step(spec: dict):
     if cache and cache.restore(key, outputs, record, tmp_for):
         print(f"   {spec['task']}: restored from the artifact cache ({key[:12]})")
         return {"build_seconds": None, "restored": True}
+    if spec.get("buildable"):
+        why = _function(spec["buildable"])(spec["params"])
+        if why:  # another host's share: nothing stale stays, the task is run again next time
+            for final in finals:
+                final.unlink(missing_ok=True)
+                prune_empty_dirs(final.parent)
+            print(f"   {spec['task']}: not built here: {why}")
+            return {"build_seconds": None, "missing": why}
 
     ctx = context_for(spec, {f: tmp_for(f) for f in outputs})
     try:

@@ -42,16 +42,29 @@ class Step:
     after       model -> tasks to run first, without making this one stale
     downloads   names of outputs that are downloads: `doit clean` keeps them (`doit clean-downloads`
                 removes them)
+    variants    model -> [{extra keys}, ...]: one task per variant (e.g. one plan per GPU target), each
+                seeing the model record with its variant's keys added
+    tools       model -> {distribution: version} pinned in the recipe instead of the version installed
+                here (a plan for another host: its TensorRT is the target's, whatever this host has)
+    buildable   "module:function" (params -> None, or why this host cannot build it): asked only after
+                the recorded outputs and the cache had nothing; the step is then left missing, not failed
     (A plain class, not a dataclass: dodo.py loads on every doit call and must stay cheap.)
     """
 
     def __init__(self, basename: str, doc: str, builder: str, outputs: dict[str, PathFn], *,
                  inputs: dict[str, PathFn] | None = None, params=lambda m: {}, record=lambda m: None,
                  applies=lambda m: True, subname=lambda m: m["name"], isolate: bool = False, after=lambda m: [],
-                 downloads: tuple[str, ...] = ()):
+                 downloads: tuple[str, ...] = (), variants=None, tools=None, buildable: str | None = None):
         self.basename, self.doc, self.builder, self.outputs = basename, doc, builder, outputs
         self.inputs, self.params, self.record = inputs or {}, params, record
         self.applies, self.subname, self.isolate, self.after, self.downloads = applies, subname, isolate, after, downloads
+        self.variants, self.pinned_tools, self.buildable = variants, tools, buildable
+
+    def instances(self, model: Model) -> list[Model]:
+        """The model records this step makes a task of: none, the model, or one per variant."""
+        if not self.applies(model):
+            return []
+        return [model] if self.variants is None else [{**model, **v} for v in self.variants(model)]
 
     @property
     def module(self) -> str:
@@ -65,13 +78,15 @@ class Step:
     def spec(self, model: Model) -> dict:
         """Everything the runner needs, as JSON-able data: the argument of the task's action."""
         code, tools = self.derived()
+        if self.pinned_tools:
+            tools = {**tools, **self.pinned_tools(model)}
         inputs = {k: p for k, fn in self.inputs.items() if (p := fn(model)) is not None}
         outputs = {k: fn(model) for k, fn in self.outputs.items()}
         return {"task": f"{self.basename}:{self.subname(model)}", "builder": self.builder, "inputs": inputs,
                 "outputs": outputs, "record": self.record(model), "params": self.params(model), "tools": tools,
                 "code": code, "isolate": self.isolate, "downloads": [outputs[k] for k in self.downloads],
                 "key": model.get("key", ""), "manifest": model.get("manifest"),
-                "untrained": bool(model.get("untrained"))}
+                "untrained": bool(model.get("untrained")), "buildable": self.buildable}
 
     def task(self, model: Model) -> dict:
         from .runner import RemoveFiles, run_step
