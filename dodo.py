@@ -34,10 +34,12 @@ from pipeline.engine.lock import hold_build_lock  # noqa: E402
 from pipeline.engine import timings  # noqa: E402
 from pipeline.engine.step import SHA256Checker  # noqa: E402
 from pipeline.engine.threads import share_cores  # noqa: E402
-from pipeline.engine.tools import tensorrt_version  # noqa: E402
+from pipeline.engine.tools import dali_version, tensorrt_version  # noqa: E402
 
 TENSORRT = tensorrt_version()  # from its dist-info: nothing is imported
+DALI = dali_version()
 TRT_FORMATS = ("trt", "trt_end2end")
+DALI_FORMATS = ("dali_end2end", "dali_trt_end2end")
 
 
 DOIT_CONFIG = {
@@ -47,10 +49,11 @@ DOIT_CONFIG = {
     # content, not mtime: a restored checkout with new mtimes is up to date (doit's md5 logic, SHA-256
     # shared with the runner so no file is hashed twice)
     "check_file_uptodate": SHA256Checker,
-    # Without TensorRT, plain `doit` builds everything else (FP16 graphs included); naming a trt task
-    # still runs it, and it fails with a clear error.
+    # Without TensorRT (or DALI), plain `doit` builds everything else (FP16 graphs included); naming such a
+    # task still runs it, and it fails with a clear error.
     "default_tasks": ["onnx", "onnx_end2end", "fp16_onnx", "fp16_end2end_onnx", "encoder_trt_onnx"]
-                     + (list(TRT_FORMATS) if TENSORRT else []),
+                     + (list(TRT_FORMATS) if TENSORRT else []) + (["dali_end2end"] if DALI else [])
+                     + (["dali_trt_end2end"] if DALI and TENSORRT else []),
     "verbosity": 2,
 }
 
@@ -78,9 +81,15 @@ except UserError as error:
     exit_with(error)
 
 _SKIPPED = sum(f in m["settings"]["formats"] for m in MODELS for f in TRT_FORMATS)
-if _SKIPPED and not TENSORRT and _COMMAND == "run" and "assemble" not in sys.argv[1:]:
-    print(f"notice: TensorRT is not installed here: skipping {_SKIPPED} TensorRT plan(s) "
-          "(doit trt:NAME names one and fails; see README 'TensorRT')", file=sys.stderr)
+_SKIPPED_DALI = sum(f in m["settings"]["formats"] for m in MODELS for f in DALI_FORMATS)
+if _COMMAND == "run" and "assemble" not in sys.argv[1:]:
+    if _SKIPPED and not TENSORRT:
+        print(f"notice: TensorRT is not installed here: skipping {_SKIPPED} TensorRT plan(s)"
+              + (" and the DALI ensembles feeding them" if _SKIPPED_DALI else "")
+              + " (doit trt:NAME names one and fails; see README 'TensorRT')", file=sys.stderr)
+    if _SKIPPED_DALI and not DALI:
+        print(f"notice: NVIDIA DALI is not installed here: skipping {_SKIPPED_DALI} DALI ensemble(s) "
+              "(pip install -e '.[dali]'; see README 'Track D')", file=sys.stderr)
 
 
 def declare(*steps):
@@ -138,7 +147,7 @@ def task_config():
 
 def task_labels():
     """labels.txt of each detection Triton folder (class names, one per line, by class id)."""
-    yield from declare(*(s for s in kinds.SIDECARS if s.basename == "labels"))
+    yield from declare(*(s for s in kinds.SIDECARS if s.basename == "labels"), *(e.labels for e in kinds.DALI_ENSEMBLES))
 
 
 def task_clip_weights():
@@ -166,16 +175,26 @@ def task_encoder_info():
     yield from declare(*(s for s in kinds.SIDECARS if s.basename == "encoder_info"))
 
 
+def task_dali_pipeline():
+    """DALI preprocessing of the Track D ensembles: serialized GPU pipeline, its CPU twin checked."""
+    yield from declare(*(e.pipeline for e in kinds.DALI_ENSEMBLES))
+
+
+def task_boxes_onnx():
+    """The ensembles' last step: End2End boxes back to the original image's pixels (a small ONNX)."""
+    yield from declare(*(e.boxes for e in kinds.DALI_ENSEMBLES))
+
+
 def task_publish():
     """TensorRT folders with several GPU targets: published into models/ once every target's plan is built."""
-    for folder, config, sidecar in zip(kinds.FOLDERS, kinds.CONFIGS, kinds.SIDECARS):
+    for folder, config, sidecar in zip(kinds.FOLDERS, kinds.FOLDER_CONFIGS, kinds.SIDECARS):
         for model in MODELS:
             if folder.applies(model) and folder.staged(model):
                 yield kinds.publish_task(folder, config, sidecar, model)
 
 
 def _folder_groups(fmt: str):
-    for folder, config, sidecar in zip(kinds.FOLDERS, kinds.CONFIGS, kinds.SIDECARS):
+    for folder, config, sidecar in zip(kinds.FOLDERS, kinds.FOLDER_CONFIGS, kinds.SIDECARS):
         if folder.format != fmt:
             continue
         for model in (m for m in MODELS if folder.applies(m)):
@@ -204,6 +223,23 @@ def task_onnx_end2end():
 def task_trt():
     """Triton folder models/<name>_trt/ (YOLO plan) or models/<encoder>/ (MobileCLIP2 plan)."""
     yield from _folder_groups("trt")
+
+
+def _ensemble_groups(fmt: str):
+    ensemble = next(e for e in kinds.DALI_ENSEMBLES if e.format == fmt)
+    for model in (m for m in MODELS if ensemble.applies(m)):
+        yield {"name": model["name"], "actions": None, "task_dep": ensemble.group_deps(model), "uptodate": [True],
+               "doc": f"Triton ensemble {layout.folder_path(model, fmt)}/ and its members complete"}
+
+
+def task_dali_end2end():
+    """Track D ensemble models/<name>_dali_end2end/: encoded images -> DALI -> End2End ONNX -> original pixels."""
+    yield from _ensemble_groups("dali_end2end")
+
+
+def task_dali_trt_end2end():
+    """Track D ensemble models/<name>_dali_trt_end2end/: encoded images -> DALI -> TensorRT End2End plan."""
+    yield from _ensemble_groups("dali_trt_end2end")
 
 
 def task_trt_end2end():

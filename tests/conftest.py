@@ -112,3 +112,31 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("-", title)
         for key, value in report.items():
             terminalreporter.write_line(f"{key}: {json.dumps(value)}")
+
+
+DALI = "nvidia-dali-cuda130==2.4.0"
+
+
+@pytest.fixture(scope="session")
+def dali_site() -> Path:
+    """NVIDIA DALI (the `dali` extra) installed BESIDE the test venv, not in it: the suite's own doit runs
+    are the build without DALI; a run given PYTHONPATH=<this folder> is the build with it. Only what the
+    venv lacks goes here (pip's own resolution, pinned by requirements.lock), so nothing the venv has is
+    shadowed. Made once per machine under ~/.cache, keyed by the pins."""
+    import hashlib
+    import json
+
+    lock = (REPO / "requirements.lock").read_text()
+    key = hashlib.sha256((DALI + lock + sys.version).encode()).hexdigest()[:12]
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "triton-export-pipeline" / f"dali-{key}"
+    site = root / "site-packages"
+    if not (root / ".ready").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        pip = [sys.executable, "-m", "pip", "install", "-q", "-c", str(REPO / "requirements.lock")]
+        subprocess.run([*pip, "--dry-run", "--report", str(root / "plan.json"), DALI], check=True)
+        missing = [f"{i['metadata']['name']}=={i['metadata']['version']}"
+                   for i in json.loads((root / "plan.json").read_text())["install"]]
+        subprocess.run([*pip, "--no-deps", "--target", str(site), *missing], check=True)
+        (root / ".ready").touch()
+    return site

@@ -2,10 +2,12 @@
 
 * Its own virtual environment (~/.cache/triton-export-pipeline/triton-venv-*, made once per machine):
   nvidia-pytriton pins numpy<2.
-* The real onnxruntime and tensorrt backends are not obtainable here. A Python-based backend at
-  `backends/onnxruntime/model.py` (Triton's "Python-based backend" mechanism) stands in for the first:
-  the unchanged `onnxruntime_onnx` folders load and really run through onnxruntime; End2End graphs run
-  their EfficientNMS_TRT node through the project's NumPy reference (pipeline/tooling/efficient_nms.py).
+* The real onnxruntime, tensorrt and dali backends are not obtainable here. Python-based backends
+  (Triton's "Python-based backend" mechanism, tests/triton_backend/<name>/model.py) stand in for two:
+  `onnxruntime` — the unchanged `onnxruntime_onnx` folders load and really run through onnxruntime;
+  End2End graphs run their EfficientNMS_TRT node through the project's NumPy reference
+  (pipeline/tooling/efficient_nms.py); `dali` — the served `model.dali` must be the pipeline definition
+  byte for byte, and its CPU twin runs (the GPU pipeline needs a GPU).
 * Loopback only, free ports, explicit model control, strict config validation
   (`--disable-auto-complete-config`), stopped by PID whatever happens.
 """
@@ -23,11 +25,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ["nvidia-pytriton==0.7.0", "onnxruntime==1.32.0", "onnxruntime-extensions==0.15.2", "onnx==1.23.2"]
+PACKAGES = ["nvidia-pytriton==0.7.0", "onnxruntime==1.32.0", "onnxruntime-extensions==0.15.2", "onnx==1.23.2",
+            "nvidia-dali-cuda130==2.4.0"]
 # Outside the checkout, keyed by its packages: made once per machine, reused by every clone and CI run.
 VENV = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "triton-export-pipeline" / (
     "triton-venv-" + hashlib.sha256(" ".join(PACKAGES).encode()).hexdigest()[:12])
-BACKEND_SRC = Path(__file__).with_name("triton_backend") / "onnxruntime" / "model.py"
+BACKENDS = Path(__file__).with_name("triton_backend")  # stand-ins: one folder per backend name
 
 
 def ensure_venv() -> Path:
@@ -63,8 +66,10 @@ class TritonServer:
         shutil.copytree(site / "pytriton" / "tritonserver", server)
         v = f"{sys.version_info.major}.{sys.version_info.minor}"
         shutil.copy(server / "python_backend_stubs" / v / "triton_python_backend_stub", server / "backends" / "python")
-        (server / "backends" / "onnxruntime").mkdir()
-        shutil.copy(BACKEND_SRC, server / "backends" / "onnxruntime" / "model.py")
+        for backend in BACKENDS.iterdir():
+            if (backend / "model.py").is_file():
+                (server / "backends" / backend.name).mkdir()
+                shutil.copy(backend / "model.py", server / "backends" / backend.name / "model.py")
         self.http, grpc, metrics = free_port(), free_port(), free_port()
         env = {**os.environ,
                "LD_LIBRARY_PATH": f"{site / 'nvidia_pytriton.libs'}:{sysconfig.get_config_var('LIBDIR')}",

@@ -71,3 +71,92 @@ def write_config(ctx: StepContext) -> dict:
         raise RuntimeError("config.pbtxt does not round-trip through ModelConfig")
     ctx.output().write_text(text)
     return {"inputs": [list(i) for i in inputs], "outputs": [list(o) for o in outputs]}
+
+
+def _finish(ctx: StepContext, cfg) -> str:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    text = text_format.MessageToString(cfg)
+    if text_format.Parse(text, mc.ModelConfig()) != cfg:
+        raise RuntimeError("config.pbtxt does not round-trip through ModelConfig")
+    ctx.output().write_text(text)
+    return text
+
+
+def _dali_io(record_path) -> tuple[list, list]:
+    """The DALI model's I/O, as its step recorded it: encoded images in (one byte array per image, any
+    length: ragged across requests), letterboxed images and the letterbox out."""
+    import json
+
+    v = json.loads(record_path.read_text())["verification"]
+    inputs = [(v["input"], "TYPE_UINT8", [-1])]
+    outputs = [(v["outputs"][0], "TYPE_" + v["images"]["dtype"], v["images"]["dims"]),
+               (v["outputs"][1], "TYPE_FP32", [len(v["letterbox_fields"])])]
+    return inputs, outputs
+
+
+def write_dali_config(ctx: StepContext) -> dict:
+    """Step builder: config.pbtxt of a DALI preprocessing model (backend `dali`, `1/model.dali`).
+
+    Inputs are matched to the pipeline's `external_source` names and outputs by position, as Triton's DALI
+    backend does; the input allows ragged batches, so requests of different byte lengths batch together."""
+    inputs, outputs = _dali_io(ctx.input("pipeline_record"))
+    cfg = build_config(ctx.param("folder"), "", inputs, outputs, max_batch=ctx.param("max_batch"),
+                       dynamic_batching=ctx.param("dynamic_batching"), instance_group=ctx.param("instance_group"),
+                       untrained=False)
+    cfg.ClearField("platform")
+    cfg.backend = "dali"
+    cfg.input[0].allow_ragged_batch = True
+    _finish(ctx, cfg)
+    return {"inputs": [list(i) for i in inputs], "outputs": [list(o) for o in outputs], "backend": "dali"}
+
+
+def write_ensemble_config(ctx: StepContext) -> dict:
+    """Step builder: config.pbtxt of a Track D ensemble: encoded images -> DALI -> End2End -> boxes in the
+    original image's pixels. Triton refuses an ensemble whose connected tensors differ in dtype or shape;
+    the chain is checked here from the members' own I/O first."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    (dali_in,), (images, letterbox) = _dali_io(ctx.input("pipeline_record"))
+    det_in, det_out = (triton_io(v) for v in graph_io(ctx.input("detector_graph")))
+    box_in, box_out = (triton_io(v) for v in graph_io(ctx.input("boxes_graph")))
+    det_out = {name: (dtype, dims) for name, dtype, dims in det_out}
+    box_in = {name: (dtype, dims) for name, dtype, dims in box_in}
+    links = [("DALI images", images[1:], "detector input", tuple(det_in[0][1:])),
+             ("detector det_boxes", det_out["det_boxes"], "postprocess boxes", box_in["boxes"]),
+             ("DALI letterbox", letterbox[1:], "postprocess letterbox", box_in["letterbox"])]
+    for a, (adt, adims), b, (bdt, bdims) in links:
+        if adt != bdt or list(adims) != list(bdims):
+            raise RuntimeError(f"ensemble {ctx.param('folder')}: {a} is {adt} {list(adims)} but {b} is {bdt} "
+                               f"{list(bdims)}: Triton would refuse the ensemble")
+    names = ctx.param("members")
+    cfg = mc.ModelConfig(name=ctx.param("folder"), platform="ensemble", max_batch_size=ctx.param("max_batch"))
+    cfg.input.add(name=dali_in[0], data_type=mc.DataType.Value(dali_in[1]), dims=dali_in[2])
+    outputs = [("num_dets", *det_out["num_dets"]), ("det_boxes", *box_out[0][1:]),
+               ("det_scores", *det_out["det_scores"]), ("det_classes", *det_out["det_classes"])]
+    for name, dtype, dims in outputs:
+        cfg.output.add(name=name, data_type=mc.DataType.Value(dtype), dims=dims)
+    steps = cfg.ensemble_scheduling
+    pre = steps.step.add(model_name=names["preprocess"], model_version=-1)
+    pre.input_map[dali_in[0]] = dali_in[0]
+    pre.output_map[images[0]] = "preprocessed_images"
+    pre.output_map[letterbox[0]] = "letterbox"
+    det = steps.step.add(model_name=names["detector"], model_version=-1)
+    det.input_map[det_in[0][0]] = "preprocessed_images"
+    det.output_map["num_dets"] = "num_dets"
+    det.output_map["det_boxes"] = "letterboxed_boxes"
+    det.output_map["det_scores"] = "det_scores"
+    det.output_map["det_classes"] = "det_classes"
+    post = steps.step.add(model_name=names["postprocess"], model_version=-1)
+    post.input_map["boxes"] = "letterboxed_boxes"
+    post.input_map["letterbox"] = "letterbox"
+    post.output_map[box_out[0][0]] = "det_boxes"
+    if ctx.param("untrained"):
+        cfg.parameters["untrained_random_weights"].string_value = "true"
+    _finish(ctx, cfg)
+    ctx.output("marker").write_text(
+        f"{ctx.param('folder')} is a Triton ensemble: its steps are in ../config.pbtxt "
+        f"({' -> '.join(names.values())}). Triton needs this version folder; it holds no model file.\n")
+    return {"members": names, "links": [[a, b] for a, _, b, _ in links],
+            "outputs": [[n, d, list(s)] for n, d, s in outputs]}

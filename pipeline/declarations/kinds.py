@@ -248,12 +248,90 @@ FOLDERS = (
                  target_step=TARGET_PLANS_ENCODER),
 )
 
+
+
+# ---- Track D: images in, boxes in the original image's pixels out (a Triton ensemble per format)
+def _dali_dtype(fmt: str):
+    """The DALI output must be the detector's input dtype: FP16 for FP16 plans, FP32 for the ONNX."""
+    return lambda m: "FP16" if fmt == "dali_trt_end2end" and m["settings"]["precision"] == "fp16" else "FP32"
+
+
+class DaliEnsemble:
+    """One Track D format: a DALI preprocessing model and a box-mapping model beside the End2End folder it
+    feeds, and the ensemble chaining the three (`models/<name>_<fmt>/`)."""
+
+    def __init__(self, fmt: str):
+        self.format, self.detector_format = fmt, L.DALI_MEMBER[fmt]
+        wanted = yolo(lambda m: fmt in m["settings"]["formats"])
+        folder = lambda m: L.folder(m, fmt)  # noqa: E731
+        self.applies = wanted
+        record = lambda m: L.verification_record(L.dali_pipeline(m, fmt))  # noqa: E731
+        self.pipeline = Step(
+            basename="dali_pipeline", doc=f"Serialize the DALI preprocessing of {{name}} ({fmt}): decode, letterbox, "
+                                          "normalise; its CPU twin checked against Ultralytics' LetterBox",
+            builder="pipeline.builders.dali_pipeline:serialize", applies=wanted,
+            subname=lambda m: f"{folder(m)}_preprocess", outputs={"pipeline": lambda m: L.dali_pipeline(m, fmt)},
+            record=record, params=lambda m: {**_settings("imgsz", "max_batch")(m), "dtype": _dali_dtype(fmt)(m)})
+        self.boxes = Step(
+            basename="boxes_onnx", doc=f"The ONNX mapping {{name}}'s End2End boxes back to original pixels ({fmt})",
+            builder="pipeline.builders.boxes_onnx:build", applies=wanted, subname=lambda m: f"{folder(m)}_postprocess",
+            outputs={"onnx": lambda m: L.boxes_onnx(m, fmt)},
+            record=lambda m: L.verification_record(L.boxes_onnx(m, fmt)),
+            params=_settings("imgsz", "topk", "normalize_boxes", "opset"))
+        self.pipeline_config = Step(
+            basename="config", doc=f"Write config.pbtxt of {{name}}'s DALI preprocessing model ({fmt})",
+            builder="pipeline.builders.triton_config:write_dali_config", applies=wanted,
+            subname=lambda m: f"{folder(m)}_preprocess", inputs={"pipeline_record": record},
+            outputs={"config": lambda m: f"{L.dali_preprocess_folder(m, fmt)}/config.pbtxt"},
+            params=lambda m: {"folder": f"{folder(m)}_preprocess",
+                              **_settings("max_batch", "dynamic_batching", "instance_group")(m)})
+        self.boxes_config = Step(
+            basename="config", doc=f"Write config.pbtxt of {{name}}'s box-mapping model ({fmt}; CPU instance)",
+            builder="pipeline.builders.triton_config:write_config", applies=wanted,
+            subname=lambda m: f"{folder(m)}_postprocess", inputs={"graph": lambda m: L.boxes_onnx(m, fmt)},
+            outputs={"config": lambda m: f"{L.boxes_folder(m, fmt)}/config.pbtxt"},
+            # a few hundred multiply-adds per image: a CPU instance, no GPU copy of anything big
+            params=lambda m: {"folder": f"{folder(m)}_postprocess", "platform": "onnxruntime_onnx",
+                              "untrained": False, "tensorrt_accelerator": None, "cc_model_filenames": None,
+                              "instance_group": {"kind": "cpu", "count": 1},
+                              **_settings("max_batch", "dynamic_batching")(m)})
+        self.ensemble = Step(
+            basename="config", doc=f"Write config.pbtxt of the {fmt} ensemble of {{name}} (encoded images in, "
+                                   "boxes in original pixels out)",
+            builder="pipeline.builders.triton_config:write_ensemble_config", applies=wanted, subname=folder,
+            inputs={"pipeline_record": record, "detector_graph": lambda m: L.detector_graph(m, fmt),
+                    "boxes_graph": lambda m: L.boxes_onnx(m, fmt)},
+            outputs={"config": lambda m: f"{L.folder_path(m, fmt)}/config.pbtxt",
+                     "marker": lambda m: L.ensemble_marker(m, fmt)},
+            params=lambda m: {"folder": folder(m), "max_batch": m["settings"]["max_batch"], "untrained": m["untrained"],
+                              "members": {"preprocess": f"{folder(m)}_preprocess",
+                                          "detector": L.folder(m, self.detector_format),
+                                          "postprocess": f"{folder(m)}_postprocess"}})
+        self.labels = Step(
+            basename="labels", doc=f"Write labels.txt of the {fmt} ensemble of {{name}}",
+            builder=LABELS.builder, applies=lambda m: wanted(m) and LABELS.wanted(m), subname=folder,
+            inputs=LABELS.source, outputs={"file": lambda m: f"{L.folder_path(m, fmt)}/labels.txt"})
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return self.pipeline, self.boxes, self.pipeline_config, self.boxes_config, self.ensemble, self.labels
+
+    def group_deps(self, m: dict) -> list[str]:
+        """What makes the ensemble servable: its own steps and the detector's complete folder."""
+        return [f"{s.basename}:{s.subname(m)}" for s in self.steps if s.applies(m)] + \
+            [f"{self.detector_format}:{m['name']}"]
+
+
+DALI_ENSEMBLES = (DaliEnsemble("dali_end2end"), DaliEnsemble("dali_trt_end2end"))
+
 # Every step, config and sidecar steps included, built once: dodo.py and the commands read these.
-CONFIGS = tuple(folder.config_step() for folder in FOLDERS)
+FOLDER_CONFIGS = tuple(folder.config_step() for folder in FOLDERS)  # in the order of FOLDERS
+CONFIGS = FOLDER_CONFIGS + tuple(s for e in DALI_ENSEMBLES for s in (e.pipeline_config, e.boxes_config, e.ensemble))
 SIDECARS = tuple(folder.sidecar_step() for folder in FOLDERS)
 STEPS = (DOWNLOAD, MATERIALIZE, INSPECT, EXPORT_ONNX, END2END_ONNX, FP16_ONNX, FP16_END2END_ONNX, PLAN, PLAN_END2END,
          TARGET_PLANS, TARGET_PLANS_END2END, CLIP_WEIGHTS, ENCODER_ONNX, ENCODER_TRT_ONNX, PUBLISH_ENCODER, PLAN_ENCODER,
-         TARGET_PLANS_ENCODER) + CONFIGS + SIDECARS
+         TARGET_PLANS_ENCODER) + CONFIGS + SIDECARS + tuple(
+    s for e in DALI_ENSEMBLES for s in (e.pipeline, e.boxes, e.labels))
 
 
 def publish_task(folder: TritonFolder, config: Step, sidecar: Step, m: dict) -> dict:

@@ -5,11 +5,15 @@ The names follow the documented Model Export Scripts: `models/<name>_trt/1/model
 """
 from __future__ import annotations
 
-FORMATS = ("onnx", "onnx_end2end", "trt", "trt_end2end")
+FORMATS = ("onnx", "onnx_end2end", "trt", "trt_end2end", "dali_end2end", "dali_trt_end2end")
+DEFAULT_FORMATS = FORMATS[:4]  # the DALI ensembles (Track D) are asked for by name
 ENCODER_FORMATS = ("onnx", "trt")
+# Track D: a DALI ensemble format and the folder of the End2End model it feeds (added to formats with it)
+DALI_MEMBER = {"dali_end2end": "onnx_end2end", "dali_trt_end2end": "trt_end2end"}
 # Triton folder of each format, from the model's base name. MobileCLIP2 encoders: the plan folder has the
 # documented name; the ONNX variant gets "_onnx" so the two can never collide.
-FOLDER_SUFFIX = {"yolo": {"onnx": "", "onnx_end2end": "_end2end", "trt": "_trt", "trt_end2end": "_trt_end2end"},
+FOLDER_SUFFIX = {"yolo": {"onnx": "", "onnx_end2end": "_end2end", "trt": "_trt", "trt_end2end": "_trt_end2end",
+                          "dali_end2end": "_dali_end2end", "dali_trt_end2end": "_dali_trt_end2end"},
                  "clip": {"onnx": "_onnx", "trt": ""}}
 MODELS = "models"                # the Triton model repository (output)
 WORK = "pytorch_models"          # weights and intermediates
@@ -142,3 +146,33 @@ def encoder_onnx(model: dict) -> str:
 
 def encoder_trt_onnx(model: dict) -> str:
     return f"{WORK}/{model['name']}.trt.onnx"
+
+
+# ---- Track D: an ensemble folder (images in, boxes in original pixels out) and its two own members
+def dali_preprocess_folder(model: dict, fmt: str) -> str:
+    """The DALI preprocessing model of one ensemble (its output dtype is its consumer's)."""
+    return f"{folder_path(model, fmt)}_preprocess"
+
+
+def dali_pipeline(model: dict, fmt: str) -> str:
+    return f"{dali_preprocess_folder(model, fmt)}/1/model.dali"
+
+
+def boxes_folder(model: dict, fmt: str) -> str:
+    """The member mapping End2End boxes back to the original image's pixels."""
+    return f"{folder_path(model, fmt)}_postprocess"
+
+
+def boxes_onnx(model: dict, fmt: str) -> str:
+    return f"{boxes_folder(model, fmt)}/1/model.onnx"
+
+
+def ensemble_marker(model: dict, fmt: str) -> str:
+    """Triton needs a version folder even for an ensemble; a file keeps it through copies and uploads that
+    drop empty folders."""
+    return f"{folder_path(model, fmt)}/1/ENSEMBLE.txt"
+
+
+def detector_graph(model: dict, fmt: str) -> str:
+    """The ONNX whose I/O is the ensemble's detector's: the End2End graph served (ONNX) or compiled (plan)."""
+    return end2end_onnx(model) if fmt == "dali_end2end" else trt_source(model, True)

@@ -16,7 +16,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, Validatio
 
 from ..engine.errors import UserError
 from . import layout, triton_releases
-from .layout import ENCODER_FORMATS, FORMATS
+from .layout import DALI_MEMBER, DEFAULT_FORMATS, ENCODER_FORMATS, FORMATS
 
 # The documented built-in sizes: size -> (checkpoint letter, max_batch). topk 300 for all.
 BUILTIN_SIZES: dict[str, tuple[str, int]] = {
@@ -147,7 +147,7 @@ class Settings(Strict):
     normalize_boxes: bool = True
     class_agnostic: bool = False
     max_batch: Annotated[int, Field(gt=0)] = 32
-    formats: list[Format] = Field(default_factory=lambda: list(FORMATS))
+    formats: list[Format] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
     opset: Opset = 17
     workspace_gb: Annotated[float, Field(gt=0)] = 4.0
     allow_tf32: bool = False
@@ -176,6 +176,7 @@ class Settings(Strict):
     def _formats(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("the list is empty")
+        v = v + [DALI_MEMBER[f] for f in v if f in DALI_MEMBER]  # an ensemble's End2End folder comes with it
         return [f for f in FORMATS if f in v]  # canonical order, duplicates dropped
 
 
@@ -496,8 +497,10 @@ def _check_names(records: list[dict], file: str) -> None:
         if ".." in rec["name"]:
             raise UserError(f"the Triton name '{rec['name']}' contains '..'", file=file, key=f"{rec['key']}",
                             fix=f"use {ALLOWED['triton_name']}")
-        for fmt in rec["settings"]["formats"]:
-            folder = layout.folder(rec, fmt)
+        folders = [layout.folder(rec, fmt) for fmt in rec["settings"]["formats"]]
+        folders += [f"{layout.folder(rec, fmt)}_{member}" for fmt in rec["settings"]["formats"]
+                    if fmt in layout.DALI_MEMBER for member in ("preprocess", "postprocess")]
+        for folder in folders:
             if folder in owner:
                 raise UserError(f"the Triton model folder '{folder}' would be written by both '{owner[folder]}' and "
                                 f"'{rec['key']}'", file=file, key=f"{rec['key']}.triton_name",

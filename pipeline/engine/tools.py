@@ -64,6 +64,11 @@ def _tensorrt_version_from_source() -> str | None:
     return None
 
 
+def dali_version() -> str | None:
+    """NVIDIA DALI's version from pip metadata (its wheels are named per CUDA: nvidia-dali-cuda130, ...)."""
+    return next((v for dist, v in installed().items() if dist.startswith("nvidia_dali")), None)
+
+
 class NoVisibleGpu(Exception):
     """Why no GPU can build a plan here (a sentence for the user)."""
 
