@@ -11,7 +11,6 @@ import hashlib
 import os
 import re
 import shutil
-import sys
 
 import pytest
 
@@ -208,7 +207,6 @@ def test_the_assembled_folders_pass_tritons_strict_config_validation(local_fleet
 
 def test_shards_split_the_models_deterministically_and_compose_with_gpu_targets(tmp_path):
     """doit shard=I/N: every model in exactly one shard, the same split in every job, loads balanced."""
-    sys.path.insert(0, str(tmp_path))
     from pipeline.declarations import kinds, sharding
     from pipeline.declarations.manifest import resolve
 
@@ -216,7 +214,7 @@ def test_shards_split_the_models_deterministically_and_compose_with_gpu_targets(
         'defaults: {formats: [onnx], triton: "24.12", gpu_targets: ["8.6", "9.0"]}\n'
         "models:\n" + "".join(f"  m{i}: {{arch: yolo11n{', formats: [onnx, trt, trt_end2end]' if i % 3 == 0 else ''}}}\n"
                               for i in range(7)) +
-        "encoders:\n  e: {weights: untrained}\n")
+        "encoders:\n  e: {weights: untrained}\n  f: {weights: untrained, formats: [onnx]}\n")
     models = resolve(tmp_path / "m.yaml", tmp_path)
     for n in (1, 2, 3, 4):
         shards = [sharding.select(models, f"{i}/{n}", kinds.STEPS) for i in range(1, n + 1)]
@@ -239,6 +237,37 @@ def test_shards_split_the_models_deterministically_and_compose_with_gpu_targets(
     assert listed[0] and listed[1] and not listed[0] & listed[1]
     assert listed[0] | listed[1] == {f"{name}.sm{cc}" for cc in ("86", "90") for name in
                                      [f"m{i}{s}" for i in (0, 3, 6) for s in ("_trt", "_trt_end2end")]
-                                     + ["e_image_encoder", "e_text_encoder"]}
+                                     + ["e_image_encoder", "e_text_encoder"]}  # f has no plan
     bad = proj.doit("manifest=manifests/m.yaml", "shard=0/2", "list")
     assert bad.rc != 0 and "at 'shard'" in bad.err and "Fix:" in bad.err and "Traceback" not in bad.err
+
+
+def test_a_published_folder_never_serves_what_went_stale(local_fleet, tmp_path):
+    """On a copy of the H200 host: an extra file in models/ is noticed; a target that goes missing and a
+    plan that fails to build both take the folder out of models/."""
+    host, _ = local_fleet["h200"]
+    shutil.copytree(host.root, tmp_path / "proj", symlinks=True)
+    h = Host(tmp_path / "proj", tmp_path, host.env["PIPELINE_CACHE"], "h200")
+    stray = h.path("models/smoke_trt/1/model.plan")
+    stray.write_bytes(b"left over from a single-plan build")
+    run = h.doit("publish:smoke_trt")
+    assert run.rc == 0 and "publish:smoke_trt" in run.executed and not stray.exists(), run.text
+    # this host's TensorRT no longer is the Triton's and a plan setting changes: its plan fails to build,
+    # and the folder it would have refreshed is not served meanwhile
+    installed = dict(h.env)
+    h.write("manifests/m.yaml", MANIFEST.replace("max_batch: 4", "max_batch: 4, workspace_gb: 2"))
+    h.env.update(S.install(tmp_path / "site-10.16", "10.16.1.11", cc="9.0", gpu_name="NVIDIA H200"))
+    run = h.doit("trt:smoke")
+    assert run.rc != 0 and "TensorRT 10.16.1.11 is installed" in run.text, run.text
+    assert "models/smoke_trt withdrawn" in run.out and not h.path("models/smoke_trt").exists(), run.out
+    # as before: everything is still built (recorded) or in the cache; published again
+    h.env = installed
+    h.write("manifests/m.yaml", MANIFEST)
+    run = h.doit()
+    assert run.rc == 0 and h.path("models/smoke_trt/config.pbtxt").is_file(), run.text
+    # a setting of every plan changes: this host rebuilds its own target, the others are missing: withdrawn
+    h.write("manifests/m.yaml", MANIFEST.replace("max_batch: 4", "max_batch: 8"))
+    run = h.doit()
+    assert run.rc == 0, run.text
+    assert "models/smoke_trt: withdrawn until every GPU target's plan is built again" in run.out, run.out
+    assert not h.path("models/smoke_trt").exists() and h.path("models/smoke/config.pbtxt").is_file()

@@ -140,3 +140,22 @@ def test_an_interrupted_upload_is_never_served_and_the_next_writer_completes_it(
     reader = start("reader", url, tmp_path / "r2")
     got, err = reader.communicate(timeout=120)
     assert got.strip() == "RESTORED second", got + err
+
+
+def test_a_readers_own_failure_never_deletes_the_entry(url, tmp_path):
+    """A reader that cannot write where it restores (its disk, its permissions) misses; the entry, maybe a
+    plan only one GPU model can rebuild, stays for everyone else."""
+    from pipeline.engine.cache import ArtifactCache
+
+    w = start("writer", url, tmp_path / "w", "only")
+    _, err = w.communicate(timeout=120)
+    assert w.returncode == 0, err
+    cache = ArtifactCache(url)
+    out, rec = tmp_path / "r" / "model.plan", tmp_path / "r" / "rec.json"
+    nowhere = lambda f: tmp_path / "no-such-folder" / f.name  # noqa: E731
+    assert not cache.restore(KEY, [out], rec, nowhere)
+    cache.fs.invalidate_cache()
+    assert cache.fs.exists(f"{cache._dir(KEY)}/index.json")
+    reader = start("reader", url, tmp_path / "r2")
+    got, err = reader.communicate(timeout=120)
+    assert got.strip() == "RESTORED only", got + err

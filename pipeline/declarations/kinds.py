@@ -119,7 +119,7 @@ def _target_plans(fmt: str, source, family) -> Step:
         record=lambda m: L.verification_record(L.target_plan(m, fmt)),
         params=lambda m: {**_PLAN_SETTINGS(m), "gpu_target": m["gpu_target"]},
         tools=lambda m: {"tensorrt": m["settings"]["triton_target"]["tensorrt"]},
-        buildable="pipeline.builders.tensorrt_plan:buildable_here")
+        buildable="pipeline.builders.tensorrt_plan:buildable_here", withdraws=lambda m: [L.published_path(m, fmt)])
 
 
 PLAN = _plan("trt", lambda m: L.trt_source(m, False), yolo)

@@ -422,7 +422,7 @@ def resolve(path: Path, root: Path, custom: str | None = None, standalone_custom
                             key=f"{rec['key']}.dynamic_batching.preferred_batch_sizes",
                             fix="lower the preferred sizes or raise max_batch")
         s["triton_target"] = _triton_target(s, rec["key"], file)
-        if s["gpu_targets"] and s["triton_target"] is None:
+        if s["gpu_targets"] and s["triton_target"] is None and {"trt", "trt_end2end"} & set(s["formats"]):
             raise UserError("gpu_targets is set but not which Triton serves the plans: hosts without TensorRT (the "
                             "assembler) must know which TensorRT the plans are built with to find them in the "
                             "artifact cache", file=file, key=f"{rec['key']}.gpu_targets",

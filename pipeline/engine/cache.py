@@ -46,6 +46,10 @@ def recipe(spec: dict, input_hashes: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
+class _BadEntry(Exception):
+    """The entry itself is wrong (not this reader's failure)."""
+
+
 class ArtifactCache:
     """Entries: <root>/<recipe[:2]>/<recipe>/index.json, beside the entry's files, each named by its SHA-256.
 
@@ -115,37 +119,49 @@ class ArtifactCache:
     def _dir(self, key: str) -> str:
         return f"{self.root.rstrip('/')}/{key[:2]}/{key}"
 
-    def has(self, key: str) -> bool:
-        return self.fs.exists(f"{self._dir(key)}/index.json")
-
     def restore(self, key: str, outputs: list[Path], record: Path | None, tmp_for) -> bool:
-        """Copy a verified entry into place (temp file + rename). False when absent or unusable."""
+        """Copy a verified entry into place (temp file + rename). False when absent or unusable.
+
+        Only a bad entry is withdrawn — a file that does not match the SHA-256 its index names (that file
+        and the index go: a writer skips files already present by name), or an index that is not one (the
+        index goes). A failure of this reader (its disk, its permissions, the network) is a miss: another
+        host's work, possibly a plan only one GPU model can rebuild, is never deleted for it."""
         d = self._dir(key)
         try:
             if not self.fs.exists(f"{d}/index.json"):
                 return False
-            index = json.loads(self.fs.cat_file(f"{d}/index.json"))
+            raw = self.fs.cat_file(f"{d}/index.json")
         except Exception as e:
             warn(f"cannot read {self.url} ({type(e).__name__}: {e}); building")
             return False
         staged = []
         try:
-            files = list(zip(outputs, index["outputs"], strict=True)) + ([(record, index["record"])] if record else [])
-            for final, meta in files:
+            try:
+                index = json.loads(raw)
+                files = list(zip(outputs, index["outputs"], strict=True)) + \
+                    ([(record, index["record"])] if record else [])
+                metas = [(final, meta["blob"], meta["sha256"]) for final, meta in files]
+            except (ValueError, KeyError, TypeError) as e:
+                raise _BadEntry(f"its index is damaged ({type(e).__name__}: {e})") from None
+            for final, blob, digest in metas:
                 tmp = tmp_for(final)
-                self._get(f"{d}/{meta['blob']}", tmp)
+                self._get(f"{d}/{blob}", tmp)
                 staged.append((tmp, final))
-                if sha256(tmp) != meta["sha256"]:
-                    raise ValueError(f"{meta['blob'][:12]} of entry {key[:12]} does not match its recorded SHA-256")
+                if sha256(tmp) != digest:
+                    raise _BadEntry(f"{blob[:12]} of entry {key[:12]} does not match its recorded SHA-256", blob)
         except Exception as e:
             for tmp, _ in staged:
                 tmp.unlink(missing_ok=True)
-            warn(f"entry {key[:12]} for {outputs[0] if outputs else record} is unusable ({e}); it is removed "
+            if not isinstance(e, _BadEntry):
+                warn(f"cannot restore entry {key[:12]} from {self.url} ({type(e).__name__}: {e}); building")
+                return False
+            warn(f"entry {key[:12]} for {outputs[0] if outputs else record} is unusable ({e}); it is withdrawn "
                  "and the artifact rebuilt")
-            try:
-                self.fs.rm(d, recursive=True)
-            except Exception:
-                pass
+            for name in ["index.json"] + e.args[1:]:  # the index, and the damaged file
+                try:
+                    self.fs.rm(f"{d}/{name}")
+                except Exception:
+                    pass
             return False
         for tmp, final in reversed(staged):  # record first, primary artifact last (see runner)
             os.replace(tmp, final)

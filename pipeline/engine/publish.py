@@ -8,7 +8,8 @@ folder is copied into models/ (hard links) only once every file is in staging; u
 holds no trace of it and each missing target is named in one line that says where to build it.
 
 The publish task is up to date while the staged files are the ones it published (size and mtime: a
-staged file is only ever replaced by rename, never rewritten in place).
+staged file is only ever replaced by rename, never rewritten in place) and models/<folder> still is
+exactly them (the same inodes, nothing else).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def task(name: str, staged: str, published: str, files: list[str], targets: dict
     """The doit task. files: paths relative to the folder; targets: {plan file: {"cc", "gpu", "tensorrt"}}."""
     finals = [f"{published}/{f}" for f in files]
     return {"name": name, "doc": doc, "task_dep": deps, "targets": finals,
-            "uptodate": [StagedUnchanged([f"{staged}/{f}" for f in files])],
+            "uptodate": [StagedUnchanged(staged, published, files)],
             "actions": [(publish, [staged, published, files, targets])],
             "clean": [RemoveFiles(finals)]}
 
@@ -43,10 +44,12 @@ def _stamp(paths: list[str]) -> dict[str, list[int]]:
 
 
 class StagedUnchanged:
-    """doit `uptodate`: the staged files are those published last time."""
+    """doit `uptodate`: the staged files are those published last time, and the published folder is them."""
 
-    def __init__(self, paths: list[str]):
-        self.paths = paths
+    def __init__(self, staged: str, published: str, files: list[str]):
+        self.staged, self.published, self.files = staged, published, files
+        self.paths = [f"{staged}/{f}" for f in files]
+        self.changed: list[str] = []
 
     def configure_task(self, task) -> None:
         task.value_savers.append(lambda: {"_staged": _stamp(self.paths)})
@@ -55,7 +58,19 @@ class StagedUnchanged:
                                        for n in ("task", "values")])
 
     def __call__(self, task, values) -> bool:
-        return values.get("_staged") == _stamp(self.paths)
+        old = values.get("_staged")
+        if old is None:
+            self.changed = ["(never published)"]
+        elif old != _stamp(self.paths):
+            self.changed = [f"staged {p} changed" for p, v in _stamp(self.paths).items() if old.get(p) != v]
+        elif not _same(Path(self.staged), Path(self.published), self.files):
+            self.changed = [f"{self.published} is not the staged folder"]
+        else:
+            self.changed = []
+        return not self.changed
+
+    def __repr__(self) -> str:
+        return "changed: " + "; ".join(self.changed) if self.changed else "staged files and published folder unchanged"
 
 
 def missing_line(published: str, plan: str, target: dict) -> str:
@@ -70,8 +85,9 @@ def publish(staged: str, published: str, files: list[str], targets: dict[str, di
     """doit python-action: hard-link the complete staged folder into place, or withdraw it and say what
     is missing (not a failure: other hosts build the other targets; `doit assemble` insists)."""
     src, final = Path(staged), Path(published)
-    for leftover in glob.glob(glob.escape(str(final.with_name(f".{final.name}."))) + "*-*"):
-        shutil.rmtree(leftover, ignore_errors=True)  # killed earlier runs
+    for folder in (src.parent, final.parent):  # killed earlier runs
+        for leftover in glob.glob(glob.escape(str(folder / f".{final.name}.")) + "*-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
     missing = [f for f in files if not (src / f).is_file()]
     if missing:
         if final.exists():
@@ -86,7 +102,11 @@ def publish(staged: str, published: str, files: list[str], targets: dict[str, di
         return {"published": False, "missing": missing}
     if final.is_dir() and _same(src, final, files):
         return {"published": True, "unchanged": True}
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    # Assembled beside the staged folder (Triton never sees it), then moved into models/ by rename: the
+    # folder is absent for an instant at most, never partial. A different filesystem: assembled in models/
+    # under a hidden name instead.
+    work = src.parent if _same_filesystem(src.parent, final.parent) else final.parent
+    tmp, old = work / f".{final.name}.publish-{os.getpid()}", work / f".{final.name}.old-{os.getpid()}"
     for f in files:
         (tmp / f).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -94,11 +114,11 @@ def publish(staged: str, published: str, files: list[str], targets: dict[str, di
         except OSError:
             shutil.copy2(src / f, tmp / f)
     if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.rename(final, old)
         os.rename(tmp, final)
         shutil.rmtree(old)
     else:
+        final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(tmp, final)
     print(f"   {published}: published with plans for compute capability "
           f"{', '.join(t['cc'] for t in targets.values())}")
@@ -114,3 +134,11 @@ def _same(src: Path, final: Path, files: list[str]) -> bool:
         return False
     present = {str(p.relative_to(final)) for p in final.rglob("*") if p.is_file()}
     return present == set(files)
+
+
+def _same_filesystem(a: Path, b: Path) -> bool:
+    b.mkdir(parents=True, exist_ok=True)
+    try:
+        return os.stat(a).st_dev == os.stat(b).st_dev
+    except OSError:
+        return False

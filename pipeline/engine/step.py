@@ -48,17 +48,20 @@ class Step:
                 here (a plan for another host: its TensorRT is the target's, whatever this host has)
     buildable   "module:function" (params -> None, or why this host cannot build it): asked only after
                 the recorded outputs and the cache had nothing; the step is then left missing, not failed
+    withdraws   model -> folders that must not be served once this step failed (a published folder
+                whose staged plan is now stale)
     (A plain class, not a dataclass: dodo.py loads on every doit call and must stay cheap.)
     """
 
     def __init__(self, basename: str, doc: str, builder: str, outputs: dict[str, PathFn], *,
                  inputs: dict[str, PathFn] | None = None, params=lambda m: {}, record=lambda m: None,
                  applies=lambda m: True, subname=lambda m: m["name"], isolate: bool = False, after=lambda m: [],
-                 downloads: tuple[str, ...] = (), variants=None, tools=None, buildable: str | None = None):
+                 downloads: tuple[str, ...] = (), variants=None, tools=None, buildable: str | None = None,
+                 withdraws=lambda m: []):
         self.basename, self.doc, self.builder, self.outputs = basename, doc, builder, outputs
         self.inputs, self.params, self.record = inputs or {}, params, record
         self.applies, self.subname, self.isolate, self.after, self.downloads = applies, subname, isolate, after, downloads
-        self.variants, self.pinned_tools, self.buildable = variants, tools, buildable
+        self.variants, self.pinned_tools, self.buildable, self.withdraws = variants, tools, buildable, withdraws
 
     def instances(self, model: Model) -> list[Model]:
         """The model records this step makes a task of: none, the model, or one per variant."""
@@ -86,7 +89,8 @@ class Step:
                 "outputs": outputs, "record": self.record(model), "params": self.params(model), "tools": tools,
                 "code": code, "isolate": self.isolate, "downloads": [outputs[k] for k in self.downloads],
                 "key": model.get("key", ""), "manifest": model.get("manifest"),
-                "untrained": bool(model.get("untrained")), "buildable": self.buildable}
+                "untrained": bool(model.get("untrained")), "buildable": self.buildable,
+                "withdraws": self.withdraws(model)}
 
     def task(self, model: Model) -> dict:
         from .runner import RemoveFiles, run_step
