@@ -81,7 +81,10 @@ except UserError as error:
     exit_with(error)
 
 _SKIPPED = sum(f in m["settings"]["formats"] for m in MODELS for f in TRT_FORMATS)
-_SKIPPED_DALI = sum(f in m["settings"]["formats"] for m in MODELS for f in DALI_FORMATS)
+_SKIPPED_DALI = sum(f in m["settings"]["formats"] for m in MODELS for f in (*DALI_FORMATS, "search"))
+# Track E ensembles build by default where DALI is (and TensorRT, for those made of plans)
+DOIT_CONFIG["default_tasks"] += [f"ensemble:{m['name']}" for m in MODELS if layout.family(m) == "search" and DALI
+                                 and (m["backend"] == "onnx" or TENSORRT)]
 if _COMMAND == "run" and "assemble" not in sys.argv[1:]:
     if _SKIPPED and not TENSORRT:
         print(f"notice: TensorRT is not installed here: skipping {_SKIPPED} TensorRT plan(s)"
@@ -235,6 +238,11 @@ def _ensemble_groups(fmt: str):
 def task_dali_end2end():
     """Track D ensemble models/<name>_dali_end2end/: encoded images -> DALI -> End2End ONNX -> original pixels."""
     yield from _ensemble_groups("dali_end2end")
+
+
+def task_ensemble():
+    """Track E ensemble models/<key>/ (manifest ensembles:): one decode, detections + image embeddings."""
+    yield from _ensemble_groups("search")
 
 
 def task_dali_trt_end2end():

@@ -114,17 +114,50 @@ def test_the_cpu_twin_letterboxes_like_ultralytics(twin):
     REPORTS["DALI CPU twin vs Ultralytics LetterBox: mean |diff| in grey levels"] = report
 
 
+def test_the_encoder_branch_preprocesses_like_open_clip(dali_site):
+    """Track E's second branch against open_clip's own transform for MobileCLIP2 (torchvision on PIL)."""
+    import open_clip
+    from PIL import Image, ImageOps
+
+    sys.path.append(str(dali_site))
+    from pipeline.builders.dali_pipeline import run_twin
+    from pipeline.tooling import dali_preprocess as D
+
+    clip = {"size": 256, "dtype": "FP32", "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # MobileCLIP2-S2's
+    pipe = D.pipeline(D.definition(IMGSZ, "FP32", 4, clip), "cpu")
+    pipe.build()
+    cases = encoded_cases()
+    got = run_twin(pipe, [np.frombuffer(b, np.uint8) for b in cases.values()])[2]
+    tf = open_clip.image_transform(256, is_train=False, mean=clip["mean"], std=clip["std"], interpolation="bilinear",
+                                   resize_mode="shortest")
+    report = {}
+    for (name, data), x in zip(cases.items(), got):
+        want = tf(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")).numpy()
+        diff = np.abs(x - want) * 255
+        report[name] = round(float(diff.mean()), 3)
+        assert diff.mean() <= 0.5 and diff.max() <= 1.01, (name, diff.mean(), diff.max())
+    from conftest import REPORTS
+    REPORTS["Track E encoder branch vs open_clip's transform: mean |diff| in grey levels"] = report
+
+
 MANIFEST = """\
 defaults: {{imgsz: {imgsz}, max_batch: 4, conf: {conf}, iou: {iou}, topk: 100, normalize_boxes: {norm}}}
 models:
   det: {{pt_file: ../det.pt, formats: [{formats}]}}
 """
+SEARCH = """\
+encoders:
+  clip: {weights: untrained, formats: [onnx], image_max_batch: 2, text_max_batch: 2}
+ensembles:
+  search: {detector: det, encoder: clip}
+"""
 
 
-def project(tmp, formats, ckpt, norm="true") -> Project:
+def project(tmp, formats, ckpt, norm="true", search=False) -> Project:
     proj = make_project(tmp / "proj")
     shutil.copy(ckpt, tmp / "proj" / "det.pt")
-    proj.write("manifests/m.yaml", MANIFEST.format(imgsz=IMGSZ, formats=formats, norm=norm, conf=CONF, iou=IOU))
+    proj.write("manifests/m.yaml", MANIFEST.format(imgsz=IMGSZ, formats=formats, norm=norm, conf=CONF, iou=IOU)
+               + (SEARCH if search else ""))
     return proj
 
 
@@ -139,8 +172,9 @@ def detector(tmp_path_factory, yolo_env):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, detector, dali_site):
-    """DALI beside the venv, no TensorRT: dali_end2end builds; dali_trt_end2end is skipped with its plan."""
-    proj = project(tmp_path_factory.mktemp("dali"), "dali_end2end, dali_trt_end2end", detector)
+    """DALI beside the venv, no TensorRT: dali_end2end and the Track E ensemble build; dali_trt_end2end is
+    skipped with its plan."""
+    proj = project(tmp_path_factory.mktemp("dali"), "dali_end2end, dali_trt_end2end", detector, search=True)
     env = {"PYTHONPATH": str(dali_site), "PIPELINE_CACHE": "off"}
     run = proj.doit("manifest=manifests/m.yaml", env=env)
     assert run.rc == 0, run.text
@@ -150,7 +184,8 @@ def built(tmp_path_factory, detector, dali_site):
 def test_without_tensorrt_the_onnx_ensemble_builds_and_the_plan_ensemble_is_skipped(built):
     proj, run, env = built
     assert "skipping 1 TensorRT plan(s) and the DALI ensembles feeding them" in run.err, run.err
-    for folder in ("det_dali_end2end", "det_dali_end2end_preprocess", "det_dali_end2end_postprocess", "det_end2end"):
+    for folder in ("det_dali_end2end", "det_dali_end2end_preprocess", "det_dali_end2end_postprocess", "det_end2end",
+                   "search", "search_preprocess", "search_postprocess", "clip_image_encoder_onnx"):
         assert proj.path(f"models/{folder}/config.pbtxt").is_file(), folder
     assert proj.path("models/det_dali_end2end/1/ENSEMBLE.txt").is_file()
     assert not list(proj.path("models").glob("det_dali_trt_end2end*")) and not proj.path("models/det_trt_end2end").exists()
@@ -270,12 +305,13 @@ def served(built, tmp_path_factory):
     proj, _, _ = built
     work = tmp_path_factory.mktemp("served")
     repo = work / "models"
-    shutil.copytree(proj.path("models"), repo, ignore=shutil.ignore_patterns("README.md", "*trt*"))
+    shutil.copytree(proj.path("models"), repo, ignore=shutil.ignore_patterns("README.md", "*trt*", "*text_encoder*"))
     for cfg in repo.glob("*/config.pbtxt"):
         cfg.write_text(cfg.read_text().replace("KIND_GPU", "KIND_CPU"))
     with TritonServer(repo, work) as server:
-        ok, why = server.load("det_dali_end2end")  # its members first
-        assert ok, why
+        for ensemble in ("det_dali_end2end", "search"):
+            ok, why = server.load(ensemble)  # its members first
+            assert ok, why
         yield f"127.0.0.1:{server.http}"
 
 
@@ -357,3 +393,38 @@ def test_on_resized_images_the_ensemble_agrees_with_predict_at_the_models_resolu
     from conftest import REPORTS
     REPORTS["Track D vs YOLO.predict on resized images"] = report
     assert total >= 100 and found >= 0.9 * total, (found, total, report)
+
+
+@pytest.mark.triton
+def test_the_search_ensemble_answers_detections_and_embeddings_from_one_decode(built, served, tmp_path, dali_site):
+    """Track E: the same detections as the Track D ensemble, and the image encoder's embedding of the DALI
+    encoder branch (an untrained encoder embeds every image almost alike, cos > 0.9999: so the embedding
+    is compared with the same computation run here, and the branch itself with open_clip above)."""
+    import json
+
+    import tritonclient.http as http
+
+    proj, _, _ = built
+    sys.path.append(str(dali_site))
+    from pipeline.builders.dali_pipeline import run_twin
+    from pipeline.tooling import dali_preprocess as D
+    from pipeline.tooling.onnx_tools import run
+
+    files = write(tmp_path, unresized_cases())
+    record = json.loads(proj.path("models/search_preprocess/1/model.dali.verification.json").read_text())
+    twin = D.pipeline(record["verification"]["definition"], "cpu")
+    twin.build()
+    branch = run_twin(twin, [np.frombuffer(f.read_bytes(), np.uint8) for f in files])[2]
+    client = http.InferenceServerClient(served)
+    for f, clip_image in zip(files, branch):
+        arr = np.frombuffer(f.read_bytes(), np.uint8)[None]
+        inp = http.InferInput("encoded_images", list(arr.shape), "UINT8")
+        inp.set_data_from_numpy(arr)
+        r = client.infer("search", [inp])
+        emb = r.as_numpy("image_embeddings")[0]
+        want = run(proj.path("models/clip_image_encoder_onnx/1/model.onnx"), {"images": clip_image[None]})[0][0]
+        assert emb.shape == (512,) and np.abs(emb - want).max() < 1e-5, (f.name, np.abs(emb - want).max())
+        n = int(r.as_numpy("num_dets")[0, 0])
+        d = infer(served, "det_dali_end2end", f.read_bytes())
+        match((r.as_numpy("det_boxes")[0, :n], r.as_numpy("det_scores")[0, :n], r.as_numpy("det_classes")[0, :n]), d,
+              tol_px=1e-4)

@@ -45,21 +45,20 @@ def ultralytics_letterbox(bgr, imgsz: int):
     return np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1)).astype(np.float32) / 255.0
 
 
-def run_twin(pipe, encoded: list):
-    """Run a built CPU twin on a list of encoded images (padded to its batch size by repetition)."""
+def run_twin(pipe, encoded: list) -> list[list]:
+    """Run a built CPU twin on a list of encoded images: one list of arrays per output."""
     import numpy as np
 
     n, batch = len(encoded), pipe.max_batch_size
-    out_images, out_info = [], []
+    out: list[list] = []
     for i in range(0, n, batch):
         chunk = list(encoded[i:i + batch])
-        chunk += [chunk[-1]] * (batch - len(chunk))
         pipe.feed_input(D.INPUT, chunk)
-        images, info = pipe.run()
-        k = min(batch, n - i)
-        out_images += [np.array(images[j]) for j in range(k)]
-        out_info += [np.array(info[j]) for j in range(k)]
-    return out_images, out_info
+        results = pipe.run()
+        out = out or [[] for _ in results]
+        for k, r in enumerate(results):
+            out[k] += [np.array(r[j]) for j in range(len(chunk))]
+    return out
 
 
 def _import_dali():
@@ -73,36 +72,52 @@ def _import_dali():
 
 
 def serialize(ctx: StepContext) -> dict:
-    """Step builder: serialize the GPU pipeline; check the definition's CPU twin against Ultralytics."""
+    """Step builder (Track D): the detector's preprocessing."""
+    return _serialize(ctx, D.definition(ctx.param("imgsz"), ctx.param("dtype"), ctx.param("max_batch")))
+
+
+def serialize_search(ctx: StepContext) -> dict:
+    """Step builder (Track E): the detector's preprocessing and, from the same decoded image, the
+    MobileCLIP2 image encoder's (size, mean and std from the encoder's weights record)."""
+    import json
+
+    pre = json.loads(ctx.input("clip_record").read_text())["verification"]["preprocessing"]
+    if pre["resize_mode"] != "shortest" or pre["interpolation"] != "bilinear" or pre["image_size"][0] != pre["image_size"][1]:
+        raise RuntimeError(f"no DALI twin for open_clip preprocessing {pre}")
+    clip = {"size": pre["image_size"][0], "dtype": ctx.param("clip_dtype"), "mean": pre["mean"], "std": pre["std"]}
+    return _serialize(ctx, D.definition(ctx.param("imgsz"), ctx.param("dtype"), ctx.param("max_batch"), clip))
+
+
+def _serialize(ctx: StepContext, d: dict) -> dict:
+    """Serialize the GPU pipeline; check the definition's CPU twin against Ultralytics."""
     import numpy as np
 
     dali = _import_dali()
-    Pipeline = dali.Pipeline
-
-    imgsz, dtype, max_batch = ctx.param("imgsz"), ctx.param("dtype"), ctx.param("max_batch")
-    served = D.detection_pipeline(imgsz, dtype, max_batch, "gpu").serialize()
+    served = D.pipeline(d, "gpu").serialize()
     ctx.output().write_bytes(served)
-    if D.detection_pipeline(imgsz, dtype, max_batch, "gpu").serialize() != served:
+    if D.pipeline(d, "gpu").serialize() != served:
         raise RuntimeError("serializing the DALI pipeline twice gave different bytes")
-    twin_bytes = D.detection_pipeline(imgsz, dtype, min(max_batch, 2), "cpu").serialize()
-    twin = Pipeline.deserialize(serialized_pipeline=twin_bytes, device_id=None, prefetch_queue_depth=1,
-                                exec_async=False, exec_pipelined=False)
+    twin_bytes = D.pipeline(d, "cpu", max_batch=min(d["max_batch"], 2)).serialize()
+    twin = dali.Pipeline.deserialize(serialized_pipeline=twin_bytes, device_id=None, prefetch_queue_depth=1,
+                                     exec_async=False, exec_pipelined=False)
     samples = sample_images()
-    images, info = run_twin(twin, [enc for enc, _ in samples])
+    results = run_twin(twin, [enc for enc, _ in samples])
+    io = D.outputs(d)
     diffs = []
-    for (enc, bgr), got, lb in zip(samples, images, info):
-        want = ultralytics_letterbox(bgr, imgsz)
-        if got.shape != want.shape or str(got.dtype) != {"FP16": "float16", "FP32": "float32"}[dtype]:
-            raise RuntimeError(f"the DALI twin gives {got.dtype} {got.shape}, expected {dtype} {want.shape}")
-        d = np.abs(got.astype(np.float32) - want) * 255.0
-        diffs.append({"shape": list(bgr.shape[:2]), "mean_grey_levels": float(d.mean()),
-                      "max_grey_levels": float(d.max()), "letterbox": [float(v) for v in lb]})
-        if d.mean() > 1.0:
-            raise RuntimeError(f"the DALI letterbox differs from Ultralytics' by {d.mean():.2f} grey levels "
+    for k, (enc, bgr) in enumerate(samples):
+        got, lb = results[0][k], results[1][k]
+        want = ultralytics_letterbox(bgr, d["imgsz"])
+        for (name, dtype, dims), value in zip(io, (r[k] for r in results)):
+            if list(value.shape) != dims or str(value.dtype) != {"FP16": "float16", "FP32": "float32"}[dtype]:
+                raise RuntimeError(f"the DALI twin's {name} is {value.dtype} {list(value.shape)}, expected {dtype} {dims}")
+        diff = np.abs(got.astype(np.float32) - want) * 255.0
+        diffs.append({"shape": list(bgr.shape[:2]), "mean_grey_levels": float(diff.mean()),
+                      "max_grey_levels": float(diff.max()), "letterbox": [float(v) for v in lb]})
+        if diff.mean() > 1.0:
+            raise RuntimeError(f"the DALI letterbox differs from Ultralytics' by {diff.mean():.2f} grey levels "
                                f"(mean) on a {bgr.shape[1]}x{bgr.shape[0]} image")
-    return {"dali": dali.__version__, "input": D.INPUT, "outputs": list(D.OUTPUTS),
-            "images": {"dtype": dtype, "dims": [3, imgsz, imgsz]}, "letterbox_fields": list(D.LETTERBOX_FIELDS),
+    return {"dali": dali.__version__, "definition": d, "input": D.INPUT, "outputs": [list(o) for o in io],
+            "letterbox_fields": list(D.LETTERBOX_FIELDS),
             "compared_with": "Ultralytics LetterBox(auto=False) + /255, CPU twin (DALI CPU decoder)",
-            "cases": diffs, "served_device": "gpu (nvJPEG mixed decoder, GPU resize)",
-            "served_deserialized": False,
+            "cases": diffs, "served_device": "gpu (nvJPEG mixed decoder, GPU resize)", "served_deserialized": False,
             "note": "the served GPU pipeline deserializes only where a GPU is (DALI builds on deserialize)"}

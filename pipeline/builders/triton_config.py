@@ -86,14 +86,12 @@ def _finish(ctx: StepContext, cfg) -> str:
 
 def _dali_io(record_path) -> tuple[list, list]:
     """The DALI model's I/O, as its step recorded it: encoded images in (one byte array per image, any
-    length: ragged across requests), letterboxed images and the letterbox out."""
+    length: ragged across requests); out, in the pipeline's order, letterboxed images, the letterbox, and
+    with an encoder branch the encoder's images."""
     import json
 
     v = json.loads(record_path.read_text())["verification"]
-    inputs = [(v["input"], "TYPE_UINT8", [-1])]
-    outputs = [(v["outputs"][0], "TYPE_" + v["images"]["dtype"], v["images"]["dims"]),
-               (v["outputs"][1], "TYPE_FP32", [len(v["letterbox_fields"])])]
-    return inputs, outputs
+    return [(v["input"], "TYPE_UINT8", [-1])], [(name, "TYPE_" + dtype, dims) for name, dtype, dims in v["outputs"]]
 
 
 def write_dali_config(ctx: StepContext) -> dict:
@@ -113,35 +111,43 @@ def write_dali_config(ctx: StepContext) -> dict:
 
 
 def write_ensemble_config(ctx: StepContext) -> dict:
-    """Step builder: config.pbtxt of a Track D ensemble: encoded images -> DALI -> End2End -> boxes in the
-    original image's pixels. Triton refuses an ensemble whose connected tensors differ in dtype or shape;
+    """Step builder: config.pbtxt of a Track D ensemble (encoded images -> DALI -> End2End -> boxes in the
+    original image's pixels) or Track E (the same, and the DALI encoder branch -> MobileCLIP2 image encoder
+    -> image_embeddings). Triton refuses an ensemble whose connected tensors differ in dtype or shape:
     the chain is checked here from the members' own I/O first."""
     from tritonclient.grpc import model_config_pb2 as mc
 
-    (dali_in,), (images, letterbox) = _dali_io(ctx.input("pipeline_record"))
+    (dali_in,), dali_out = _dali_io(ctx.input("pipeline_record"))
+    dali_out = {name: (dtype, dims) for name, dtype, dims in dali_out}
     det_in, det_out = (triton_io(v) for v in graph_io(ctx.input("detector_graph")))
     box_in, box_out = (triton_io(v) for v in graph_io(ctx.input("boxes_graph")))
     det_out = {name: (dtype, dims) for name, dtype, dims in det_out}
     box_in = {name: (dtype, dims) for name, dtype, dims in box_in}
-    links = [("DALI images", images[1:], "detector input", tuple(det_in[0][1:])),
+    names = ctx.param("members")
+    links = [("DALI images", dali_out["images"], "detector input", tuple(det_in[0][1:])),
              ("detector det_boxes", det_out["det_boxes"], "postprocess boxes", box_in["boxes"]),
-             ("DALI letterbox", letterbox[1:], "postprocess letterbox", box_in["letterbox"])]
+             ("DALI letterbox", dali_out["letterbox"], "postprocess letterbox", box_in["letterbox"])]
+    enc_in = enc_out = None
+    if "encoder" in names:
+        enc_in, enc_out = (triton_io(v) for v in graph_io(ctx.input("encoder_graph")))
+        links.append(("DALI clip_images", dali_out["clip_images"], "encoder input", tuple(enc_in[0][1:])))
     for a, (adt, adims), b, (bdt, bdims) in links:
         if adt != bdt or list(adims) != list(bdims):
             raise RuntimeError(f"ensemble {ctx.param('folder')}: {a} is {adt} {list(adims)} but {b} is {bdt} "
                                f"{list(bdims)}: Triton would refuse the ensemble")
-    names = ctx.param("members")
     cfg = mc.ModelConfig(name=ctx.param("folder"), platform="ensemble", max_batch_size=ctx.param("max_batch"))
     cfg.input.add(name=dali_in[0], data_type=mc.DataType.Value(dali_in[1]), dims=dali_in[2])
     outputs = [("num_dets", *det_out["num_dets"]), ("det_boxes", *box_out[0][1:]),
                ("det_scores", *det_out["det_scores"]), ("det_classes", *det_out["det_classes"])]
+    if enc_out:
+        outputs.append(("image_embeddings", *enc_out[0][1:]))
     for name, dtype, dims in outputs:
         cfg.output.add(name=name, data_type=mc.DataType.Value(dtype), dims=dims)
     steps = cfg.ensemble_scheduling
     pre = steps.step.add(model_name=names["preprocess"], model_version=-1)
     pre.input_map[dali_in[0]] = dali_in[0]
-    pre.output_map[images[0]] = "preprocessed_images"
-    pre.output_map[letterbox[0]] = "letterbox"
+    pre.output_map["images"] = "preprocessed_images"
+    pre.output_map["letterbox"] = "letterbox"
     det = steps.step.add(model_name=names["detector"], model_version=-1)
     det.input_map[det_in[0][0]] = "preprocessed_images"
     det.output_map["num_dets"] = "num_dets"
@@ -152,11 +158,16 @@ def write_ensemble_config(ctx: StepContext) -> dict:
     post.input_map["boxes"] = "letterboxed_boxes"
     post.input_map["letterbox"] = "letterbox"
     post.output_map[box_out[0][0]] = "det_boxes"
+    if enc_out:  # one decode, two preprocessing branches: the encoder reads the DALI model's third output
+        pre.output_map["clip_images"] = "clip_images"
+        enc = steps.step.add(model_name=names["encoder"], model_version=-1)
+        enc.input_map[enc_in[0][0]] = "clip_images"
+        enc.output_map[enc_out[0][0]] = "image_embeddings"
     if ctx.param("untrained"):
         cfg.parameters["untrained_random_weights"].string_value = "true"
     _finish(ctx, cfg)
     ctx.output("marker").write_text(
         f"{ctx.param('folder')} is a Triton ensemble: its steps are in ../config.pbtxt "
-        f"({' -> '.join(names.values())}). Triton needs this version folder; it holds no model file.\n")
+        f"({', '.join(names.values())}). Triton needs this version folder; it holds no model file.\n")
     return {"members": names, "links": [[a, b] for a, _, b, _ in links],
             "outputs": [[n, d, list(s)] for n, d, s in outputs]}

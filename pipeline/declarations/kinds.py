@@ -250,28 +250,46 @@ FOLDERS = (
 
 
 
-# ---- Track D: images in, boxes in the original image's pixels out (a Triton ensemble per format)
+# ---- Track D / E: images in, boxes in the original image's pixels out (and image embeddings for Track E)
 def _dali_dtype(fmt: str):
     """The DALI output must be the detector's input dtype: FP16 for FP16 plans, FP32 for the ONNX."""
     return lambda m: "FP16" if fmt == "dali_trt_end2end" and m["settings"]["precision"] == "fp16" else "FP32"
 
 
 class DaliEnsemble:
-    """One Track D format: a DALI preprocessing model and a box-mapping model beside the End2End folder it
-    feeds, and the ensemble chaining the three (`models/<name>_<fmt>/`)."""
+    """A Triton ensemble fed encoded images: a DALI preprocessing model and a box-mapping model beside the
+    End2End folder it feeds — Track D, formats dali_end2end / dali_trt_end2end, `models/<name>_<fmt>/` —
+    or, for an `ensembles:` entry (Track E, fmt "search"), also a MobileCLIP2 image encoder fed by a second
+    branch of the same DALI model, `models/<key>/`."""
 
     def __init__(self, fmt: str):
-        self.format, self.detector_format = fmt, L.DALI_MEMBER[fmt]
-        wanted = yolo(lambda m: fmt in m["settings"]["formats"])
+        self.format = fmt
+        search = fmt == "search"
+        if search:
+            wanted = lambda m: L.family(m) == "search"  # noqa: E731
+            self.detector = lambda m: (m["detector"], "onnx_end2end" if m["backend"] == "onnx" else "trt_end2end")
+        else:
+            wanted = yolo(lambda m: fmt in m["settings"]["formats"])
+            self.detector = lambda m: (m, L.DALI_MEMBER[fmt])
         folder = lambda m: L.folder(m, fmt)  # noqa: E731
         self.applies = wanted
         record = lambda m: L.verification_record(L.dali_pipeline(m, fmt))  # noqa: E731
+
+        def det_dtype(m):
+            det, det_fmt = self.detector(m)
+            return "FP16" if det_fmt == "trt_end2end" and det["settings"]["precision"] == "fp16" else "FP32"
+
+        def enc_dtype(m):
+            return "FP16" if m["backend"] == "trt" and m["settings"]["encoder_precision"] == "fp16" else "FP32"
+
         self.pipeline = Step(
             basename="dali_pipeline", doc=f"Serialize the DALI preprocessing of {{name}} ({fmt}): decode, letterbox, "
                                           "normalise; its CPU twin checked against Ultralytics' LetterBox",
-            builder="pipeline.builders.dali_pipeline:serialize", applies=wanted,
+            builder=f"pipeline.builders.dali_pipeline:{'serialize_search' if search else 'serialize'}", applies=wanted,
             subname=lambda m: f"{folder(m)}_preprocess", outputs={"pipeline": lambda m: L.dali_pipeline(m, fmt)},
-            record=record, params=lambda m: {**_settings("imgsz", "max_batch")(m), "dtype": _dali_dtype(fmt)(m)})
+            inputs={"clip_record": lambda m: L.clip_record(m["image_encoder"])} if search else None, record=record,
+            params=lambda m: {**_settings("imgsz", "max_batch")(m), "dtype": det_dtype(m),
+                              **({"clip_dtype": enc_dtype(m)} if search else {})})
         self.boxes = Step(
             basename="boxes_onnx", doc=f"The ONNX mapping {{name}}'s End2End boxes back to original pixels ({fmt})",
             builder="pipeline.builders.boxes_onnx:build", applies=wanted, subname=lambda m: f"{folder(m)}_postprocess",
@@ -295,34 +313,52 @@ class DaliEnsemble:
                               "untrained": False, "tensorrt_accelerator": None, "cc_model_filenames": None,
                               "instance_group": {"kind": "cpu", "count": 1},
                               **_settings("max_batch", "dynamic_batching")(m)})
+
+        def members(m):
+            det, det_fmt = self.detector(m)
+            out = {"preprocess": f"{folder(m)}_preprocess", "detector": L.folder(det, det_fmt),
+                   "postprocess": f"{folder(m)}_postprocess"}
+            if search:
+                out["encoder"] = L.folder(m["image_encoder"], m["backend"])
+            return out
+
+        def encoder_graph(m):
+            if not search:
+                return None
+            enc = m["image_encoder"]
+            return L.encoder_onnx(enc) if m["backend"] == "onnx" else L.encoder_trt_onnx(enc)
+
+        self.members = members
         self.ensemble = Step(
             basename="config", doc=f"Write config.pbtxt of the {fmt} ensemble of {{name}} (encoded images in, "
                                    "boxes in original pixels out)",
             builder="pipeline.builders.triton_config:write_ensemble_config", applies=wanted, subname=folder,
-            inputs={"pipeline_record": record, "detector_graph": lambda m: L.detector_graph(m, fmt),
-                    "boxes_graph": lambda m: L.boxes_onnx(m, fmt)},
+            inputs={"pipeline_record": record, "detector_graph": lambda m: L.detector_graph(*self.detector(m)),
+                    "boxes_graph": lambda m: L.boxes_onnx(m, fmt), "encoder_graph": encoder_graph},
             outputs={"config": lambda m: f"{L.folder_path(m, fmt)}/config.pbtxt",
                      "marker": lambda m: L.ensemble_marker(m, fmt)},
             params=lambda m: {"folder": folder(m), "max_batch": m["settings"]["max_batch"], "untrained": m["untrained"],
-                              "members": {"preprocess": f"{folder(m)}_preprocess",
-                                          "detector": L.folder(m, self.detector_format),
-                                          "postprocess": f"{folder(m)}_postprocess"}})
+                              "members": members(m)})
         self.labels = Step(
             basename="labels", doc=f"Write labels.txt of the {fmt} ensemble of {{name}}",
-            builder=LABELS.builder, applies=lambda m: wanted(m) and LABELS.wanted(m), subname=folder,
-            inputs=LABELS.source, outputs={"file": lambda m: f"{L.folder_path(m, fmt)}/labels.txt"})
+            builder=LABELS.builder, applies=lambda m: wanted(m) and m["settings"]["save_labels"], subname=folder,
+            inputs={"checkpoint_record": lambda m: L.checkpoint_record(self.detector(m)[0])},
+            outputs={"file": lambda m: f"{L.folder_path(m, fmt)}/labels.txt"})
 
     @property
     def steps(self) -> tuple[Step, ...]:
         return self.pipeline, self.boxes, self.pipeline_config, self.boxes_config, self.ensemble, self.labels
 
     def group_deps(self, m: dict) -> list[str]:
-        """What makes the ensemble servable: its own steps and the detector's complete folder."""
-        return [f"{s.basename}:{s.subname(m)}" for s in self.steps if s.applies(m)] + \
-            [f"{self.detector_format}:{m['name']}"]
+        """What makes the ensemble servable: its own steps and its members' complete folders."""
+        det, det_fmt = self.detector(m)
+        deps = [f"{s.basename}:{s.subname(m)}" for s in self.steps if s.applies(m)] + [f"{det_fmt}:{det['name']}"]
+        if self.format == "search":
+            deps.append(f"{m['backend']}:{m['image_encoder']['name']}")
+        return deps
 
 
-DALI_ENSEMBLES = (DaliEnsemble("dali_end2end"), DaliEnsemble("dali_trt_end2end"))
+DALI_ENSEMBLES = (DaliEnsemble("dali_end2end"), DaliEnsemble("dali_trt_end2end"), DaliEnsemble("search"))
 
 # Every step, config and sidecar steps included, built once: dodo.py and the commands read these.
 FOLDER_CONFIGS = tuple(folder.config_step() for folder in FOLDERS)  # in the order of FOLDERS

@@ -14,6 +14,7 @@ DALI_MEMBER = {"dali_end2end": "onnx_end2end", "dali_trt_end2end": "trt_end2end"
 # documented name; the ONNX variant gets "_onnx" so the two can never collide.
 FOLDER_SUFFIX = {"yolo": {"onnx": "", "onnx_end2end": "_end2end", "trt": "_trt", "trt_end2end": "_trt_end2end",
                           "dali_end2end": "_dali_end2end", "dali_trt_end2end": "_dali_trt_end2end"},
+                 "search": {"search": ""},  # Track E ensembles (`ensembles:` entries): models/<key>/
                  "clip": {"onnx": "_onnx", "trt": ""}}
 MODELS = "models"                # the Triton model repository (output)
 WORK = "pytorch_models"          # weights and intermediates
@@ -174,5 +175,6 @@ def ensemble_marker(model: dict, fmt: str) -> str:
 
 
 def detector_graph(model: dict, fmt: str) -> str:
-    """The ONNX whose I/O is the ensemble's detector's: the End2End graph served (ONNX) or compiled (plan)."""
-    return end2end_onnx(model) if fmt == "dali_end2end" else trt_source(model, True)
+    """The ONNX whose I/O is an ensemble's detector's (`model` its YOLO record, `fmt` the detector folder's
+    format): the End2End graph served (ONNX) or compiled (plan)."""
+    return end2end_onnx(model) if fmt == "onnx_end2end" else trt_source(model, True)

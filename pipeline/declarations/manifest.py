@@ -236,12 +236,20 @@ class EncoderEntry(Strict):
         return [f for f in ENCODER_FORMATS if f in v]
 
 
+class SearchEntry(Strict):
+    """Track E: one YOLO model and one MobileCLIP2 encoder behind one decode (a Triton ensemble)."""
+    detector: Name                                # a YOLO model's Triton name (yolov11_small, a models key, ...)
+    encoder: Name                                 # an `encoders` key
+    backend: Literal["onnx", "trt"] = "onnx"     # the members: End2End ONNX + encoder ONNX, or the plans
+
+
 class Manifest(Strict):
     defaults: Settings = Settings()
     builtins: dict[Literal["nano", "small", "medium", "large", "xlarge"], BuiltinEntry | None] = Field(
         default_factory=dict)
     models: dict[Name, ModelEntry] = Field(default_factory=dict)
     encoders: dict[Name, EncoderEntry] = Field(default_factory=dict)
+    ensembles: dict[Name, SearchEntry] = Field(default_factory=dict)
 
     @field_validator("builtins", mode="before")
     @classmethod
@@ -411,6 +419,7 @@ def resolve(path: Path, root: Path, custom: str | None = None, standalone_custom
 
     for key, enc in manifest.encoders.items():
         records += _encoder_records(key, enc, path, root, manifest.defaults)
+    records += [_search_record(key, entry, records, file) for key, entry in manifest.ensembles.items()]
     for rec in records:
         rec["manifest"] = file
     _check_names(records, file)
@@ -481,6 +490,35 @@ def _encoder_records(key: str, enc: EncoderEntry, path: Path, root: Path, defaul
     return out
 
 
+def _search_record(key: str, entry: SearchEntry, records: list[dict], file: str) -> dict:
+    """Track E: the ensemble's record; the member folders it needs are added to its members' formats."""
+    detectors = {r["name"]: r for r in records if layout.family(r) == "yolo"}
+    encoders = {r["encoder"]: r for r in records if layout.family(r) == "clip" and r["role"] == "image"}
+    det = detectors.get(entry.detector)
+    if det is None:
+        raise UserError(f"ensemble '{key}' names detector '{entry.detector}', which no YOLO model of this manifest is "
+                        "called", file=file, key=f"ensembles.{key}.detector",
+                        fix=f"use one of: {', '.join(detectors) or '(none: add a builtins or models entry)'}")
+    enc = encoders.get(entry.encoder)
+    if enc is None:
+        raise UserError(f"ensemble '{key}' names encoder '{entry.encoder}', which is not an encoders key",
+                        file=file, key=f"ensembles.{key}.encoder",
+                        fix=f"use one of: {', '.join(encoders) or '(none: add an encoders entry)'}")
+    wants = {"onnx": ("onnx_end2end", "onnx"), "trt": ("trt_end2end", "trt")}[entry.backend]
+    det["settings"]["formats"] = [f for f in FORMATS if f in det["settings"]["formats"] + [wants[0]]]
+    for rec in records:
+        if rec.get("encoder") == entry.encoder:
+            rec["settings"]["formats"] = [f for f in ENCODER_FORMATS if f in rec["settings"]["formats"] + [wants[1]]]
+    s = det["settings"]
+    settings = {k: s[k] for k in ("imgsz", "topk", "normalize_boxes", "opset", "precision", "dynamic_batching",
+                                  "instance_group", "save_labels", "triton", "tensorrt")}
+    settings.update(formats=["search"], max_batch=min(s["max_batch"], enc["settings"]["max_batch"]), gpu_targets=None,
+                    encoder_precision=enc["settings"]["precision"])
+    return {"key": f"ensembles.{key}", "family": "search", "name": key, "backend": entry.backend,
+            "detector": dict(det), "image_encoder": dict(enc), "untrained": det["untrained"] or enc["untrained"],
+            "num_classes": det["num_classes"], "class_names": det["class_names"], "settings": settings}
+
+
 def _portable(p: Path, root: Path) -> str:
     """Inside the project: a path relative to it (the doit state then survives a move); else absolute."""
     p = Path(os.path.normpath(p.absolute()))
@@ -499,7 +537,7 @@ def _check_names(records: list[dict], file: str) -> None:
                             fix=f"use {ALLOWED['triton_name']}")
         folders = [layout.folder(rec, fmt) for fmt in rec["settings"]["formats"]]
         folders += [f"{layout.folder(rec, fmt)}_{member}" for fmt in rec["settings"]["formats"]
-                    if fmt in layout.DALI_MEMBER for member in ("preprocess", "postprocess")]
+                    if fmt in layout.DALI_MEMBER or fmt == "search" for member in ("preprocess", "postprocess")]
         for folder in folders:
             if folder in owner:
                 raise UserError(f"the Triton model folder '{folder}' would be written by both '{owner[folder]}' and "

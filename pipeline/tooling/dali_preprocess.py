@@ -12,6 +12,12 @@ exactly as Ultralytics' `LetterBox(auto=False)` does for prediction:
   whose connected tensors differ in dtype).
 A second output, `letterbox`, carries what maps boxes back to the original image, per image:
 (gain_x, gain_y, pad_x, pad_y, width, height) — the values Ultralytics' `scale_boxes` computes.
+With a MobileCLIP2 encoder beside the detector (Track E), the same decoded image also goes through the
+encoder's own preprocessing (open_clip: resize of the shorter side with antialiasing, bilinear; centre
+crop; mean/std from the encoder's record) into a third output, `clip_images`.
+
+A pipeline is described by a small JSON-able definition (`definition(...)`): the builder serializes it,
+and the Triton stand-in and the tests rebuild it from the record beside `model.dali`.
 
 Imports only nvidia.dali (the Triton stand-in backend imports this module too).
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 INPUT = "encoded_images"
 OUTPUTS = ("images", "letterbox")
+CLIP_OUTPUT = "clip_images"
 LETTERBOX_FIELDS = ("gain_x", "gain_y", "pad_x", "pad_y", "width", "height")
 PAD_VALUE = 114
 
@@ -33,13 +40,12 @@ def _round_half_even(x):
     return f + (d > 0.5) + ((d == 0.5) & odd)
 
 
-def letterbox(encoded, imgsz: int, device: str, dtype: str):
-    """(images [3, S, S] in `dtype`, letterbox [6] FP32) from a node of encoded images."""
+def letterbox(encoded, decoded, imgsz: int, dtype: str):
+    """(images [3, S, S] in `dtype`, letterbox [6] FP32) from the encoded and the decoded images."""
     import nvidia.dali.fn as fn
     import nvidia.dali.math as dmath
     import nvidia.dali.types as types
 
-    decoded = fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
     shape = fn.cast(fn.peek_image_shape(encoded), dtype=types.FLOAT64)  # [H, W, C] of the oriented image
     h, w = shape[0], shape[1]
     r = dmath.min(imgsz / h, imgsz / w)
@@ -59,19 +65,64 @@ def letterbox(encoded, imgsz: int, device: str, dtype: str):
     return images, info
 
 
-def detection_pipeline(imgsz: int, dtype: str, max_batch: int, device: str, num_threads: int = 4):
-    """The pipeline of one consumer; `device` "gpu" is what Triton serves, "cpu" its twin."""
+def clip_branch(encoded, decoded, clip: dict):
+    """open_clip's image preprocessing for MobileCLIP2 (torchvision on PIL): the shorter side resized to
+    `size` and the longer to int(size * long / short) (bilinear, antialiased like PIL), a centre crop at
+    round((side - size) / 2), (x/255 - mean) / std, CHW. Sizes and offsets in float64, as torchvision's."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.math as dmath
+    import nvidia.dali.types as types
+
+    size = float(clip["size"])
+    shape = fn.cast(fn.peek_image_shape(encoded), dtype=types.FLOAT64)
+    h, w = shape[0], shape[1]
+    short = dmath.min(h, w)
+    nh = dmath.floor(size * h / short)  # the short side gives exactly size; the long one truncates
+    nw = dmath.floor(size * w / short)
+    resized = fn.resize(decoded, resize_x=fn.cast(nw, dtype=types.FLOAT), resize_y=fn.cast(nh, dtype=types.FLOAT),
+                        interp_type=types.INTERP_LINEAR, antialias=True)
+    top, left = _round_half_even((nh - size) / 2.0), _round_half_even((nw - size) / 2.0)
+    start = fn.cast(fn.stack(top, left), dtype=types.INT32)
+    extent = fn.cast(fn.stack(top * 0.0 + size, left * 0.0 + size), dtype=types.INT32)
+    cropped = fn.slice(resized, start, extent, axis_names="HW")
+    return fn.crop_mirror_normalize(cropped, dtype=types.FLOAT16 if clip["dtype"] == "FP16" else types.FLOAT,
+                                    output_layout="CHW", mean=[255.0 * m for m in clip["mean"]],
+                                    std=[255.0 * s for s in clip["std"]])
+
+
+def definition(imgsz: int, dtype: str, max_batch: int, clip: dict | None = None) -> dict:
+    """clip: None (Track D) or {"size", "dtype", "mean", "std"} of a MobileCLIP2 image encoder (Track E)."""
+    return {"imgsz": imgsz, "dtype": dtype, "max_batch": max_batch, "clip": clip}
+
+
+def outputs(d: dict) -> list[tuple[str, str, list[int]]]:
+    """(name, Triton dtype, dims) of each output, in the pipeline's order (Triton matches by position)."""
+    out = [(OUTPUTS[0], d["dtype"], [3, d["imgsz"], d["imgsz"]]), (OUTPUTS[1], "FP32", [len(LETTERBOX_FIELDS)])]
+    if d["clip"]:
+        out.append((CLIP_OUTPUT, d["clip"]["dtype"], [3, d["clip"]["size"], d["clip"]["size"]]))
+    return out
+
+
+def pipeline(d: dict, device: str, num_threads: int = 4, max_batch: int | None = None):
+    """The pipeline of a definition; `device` "gpu" is what Triton serves, "cpu" its twin."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     from nvidia.dali import Pipeline
 
     twin = device == "cpu"
-    pipe = Pipeline(batch_size=max_batch, num_threads=num_threads, device_id=None,
+    pipe = Pipeline(batch_size=max_batch or d["max_batch"], num_threads=num_threads, device_id=None,
                     prefetch_queue_depth=1 if twin else 2, exec_async=not twin, exec_pipelined=not twin)
     with _no_origin_trace(), pipe:
         encoded = fn.external_source(name=INPUT, dtype=types.UINT8, ndim=1, device="cpu")
-        pipe.set_outputs(*letterbox(encoded, imgsz, device, dtype))
+        decoded = fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
+        images, info = letterbox(encoded, decoded, d["imgsz"], d["dtype"])
+        pipe.set_outputs(images, info, *([clip_branch(encoded, decoded, d["clip"])] if d["clip"] else []))
     return pipe
+
+
+def detection_pipeline(imgsz: int, dtype: str, max_batch: int, device: str, num_threads: int = 4):
+    """Track D's pipeline (no encoder branch)."""
+    return pipeline(definition(imgsz, dtype, max_batch), device, num_threads)
 
 
 class _no_origin_trace:

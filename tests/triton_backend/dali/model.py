@@ -3,9 +3,8 @@
 The served pipeline decodes with nvJPEG and resizes on the GPU; this machine has no GPU, and DALI
 builds a pipeline when it deserializes it, so the served file cannot run here. The stand-in runs its
 CPU twin instead, and only when the served file IS the pipeline definition, byte for byte: it
-serializes pipeline/tooling/dali_preprocess.py's GPU pipeline with the parameters config.pbtxt implies
-(input size and dtype from the first output, batch size from max_batch_size) and refuses to load if
-`1/model.dali` differs. It then applies the real backend's own checks (config inputs matched by name
+serializes pipeline/tooling/dali_preprocess.py's GPU pipeline from the definition recorded beside it
+(`1/model.dali.verification.json`) and refuses to load if `1/model.dali` differs. It then applies the real backend's own checks (config inputs matched by name
 to the pipeline's external_source names, outputs matched by position: same count, same dtypes) and
 runs the same definition on DALI's CPU operators (DALI's CPU decoder equals PIL; nvJPEG differs from it
 by up to 2 grey levels on smooth images: ../shared/NOTES.md).
@@ -17,7 +16,7 @@ import sys
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-DTYPES = {"TYPE_FP16": ("FP16", np.float16), "TYPE_FP32": ("FP32", np.float32)}
+DTYPES = {"TYPE_FP16": np.float16, "TYPE_FP32": np.float32}
 
 
 class TritonPythonModel:
@@ -31,26 +30,27 @@ class TritonPythonModel:
         with open(path, "rb") as f:
             served = f.read()
         outputs = config["output"]
-        if outputs[0]["data_type"] not in DTYPES or len(outputs[0]["dims"]) != 3:
-            raise pb_utils.TritonModelException(f"stand-in: cannot twin a pipeline whose first output is {outputs[0]}")
-        imgsz = int(outputs[0]["dims"][-1])
-        dtype = DTYPES[outputs[0]["data_type"]][0]
+        with open(path + ".verification.json") as f:
+            definition = json.load(f)["verification"]["definition"]
         self.max_batch = int(config["max_batch_size"])
-        if D.detection_pipeline(imgsz, dtype, self.max_batch, "gpu").serialize() != served:
-            raise pb_utils.TritonModelException(
-                f"stand-in: {path} is not the pipeline definition for imgsz {imgsz}, {dtype}, batch {self.max_batch}")
+        if D.pipeline(definition, "gpu").serialize() != served:
+            raise pb_utils.TritonModelException(f"stand-in: {path} is not the pipeline definition {definition}")
         for i in config["input"]:  # the real backend: every config input must be a pipeline input
             if i["name"] != D.INPUT:
                 raise pb_utils.TritonModelException(
                     f"Configuration file contains config for {i['name']} but such input is not present in the pipeline")
-        if len(outputs) != len(D.OUTPUTS):  # the real backend: outputs by position, same count
+        if len(outputs) != len(D.outputs(definition)):  # the real backend: outputs by position, same count
             raise pb_utils.TritonModelException(
                 f"The number of outputs specified in the DALI pipeline and the configuration file do not match. "
-                f"Model config outputs: {len(outputs)}, pipeline outputs: {len(D.OUTPUTS)}")
-        self.twin = D.detection_pipeline(imgsz, dtype, self.max_batch, "cpu")
+                f"Model config outputs: {len(outputs)}, pipeline outputs: {len(D.outputs(definition))}")
+        for o, (name, dtype, dims) in zip(outputs, D.outputs(definition)):  # the real backend: same dtypes
+            if o["data_type"] != f"TYPE_{dtype}" or len(o["dims"]) != len(dims):
+                raise pb_utils.TritonModelException(f"output {o['name']}: config {o['data_type']} {o['dims']}, "
+                                                    f"pipeline {dtype} {dims}")
+        self.twin = D.pipeline(definition, "cpu", max_batch=self.max_batch)
         self.twin.build()
         self.input, self.names = D.INPUT, [o["name"] for o in outputs]
-        self.dtypes = [DTYPES.get(o["data_type"], (None, None))[1] for o in outputs]
+        self.dtypes = [DTYPES.get(o["data_type"]) for o in outputs]
         self.batches = []
 
     def _run(self, encoded):
@@ -58,7 +58,6 @@ class TritonPythonModel:
         for i in range(0, len(encoded), self.max_batch):
             chunk = list(encoded[i:i + self.max_batch])
             n = len(chunk)
-            chunk += [chunk[-1]] * (self.max_batch - n)  # the twin's batch size is fixed
             self.twin.feed_input(self.input, chunk)
             results = self.twin.run()
             for k, r in enumerate(results):
