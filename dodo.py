@@ -64,7 +64,7 @@ if get_var("cache", None) is not None:  # doit cache=URL (or off): read by the r
 # doit's commands that do not build (and ours, see pyproject.toml); anything else (`doit`, `doit onnx`,
 # `doit -n 2 trt:x`, `doit run ...`) runs tasks.
 _QUIET = {"list", "info", "clean", "forget", "help", "ignore", "dumpdb", "strace", "tabcompletion", "reset-dep",
-          "auto", "status", "graph", "builtins", "recipe", "clean-downloads"}
+          "auto", "status", "graph", "builtins", "recipe", "clean-downloads", "compare-tracks"}
 _COMMAND = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in _QUIET else "run"
 if _COMMAND == "run":
     hold_build_lock()  # two doit runs on one project never interleave (state, artifacts)

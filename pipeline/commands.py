@@ -269,3 +269,70 @@ class CleanDownloads(DoitCmdBase):
             if not dry_run:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
         return 0
+
+
+opt_images = {"name": "images", "long": "images", "type": str, "default": "",
+              "help": "a folder of images (default: synthetic scenes, PNG and JPEG)"}
+opt_out = {"name": "out", "long": "out", "type": str, "default": ".pipeline/tracks",
+           "help": "where tracks.json and tracks.png go"}
+opt_batch = {"name": "batch", "long": "batch", "type": int, "default": 8, "help": "batch size for throughput"}
+
+
+class CompareTracks(DoitCmdBase):
+    doc_purpose = "the same images through Track A (PyTorch), raw ONNX + client NMS, End2End ONNX and Track D: " \
+                  "agreement, latency, throughput, a plot (CPU numbers)"
+    doc_usage = "NAME"
+    doc_description = None
+    cmd_options = (opt_images, opt_out, opt_batch)
+
+    def _execute(self, pos_args=None, images="", out=".pipeline/tracks", batch=8):
+        from pathlib import Path
+
+        from .engine.errors import UserError, exit_with
+        from .engine.tools import dali_version
+
+        specs = step_specs(self.task_list)
+        self.dep_manager.close()
+        names = sorted(t.split(":", 1)[1] for t in specs if t.startswith("end2end_onnx:"))
+        if not pos_args or len(pos_args) != 1 or pos_args[0] not in names:
+            exit_with(UserError("compare-tracks needs the name of one YOLO model with an End2End ONNX",
+                                key="NAME", fix=f"doit compare-tracks NAME, NAME one of: {', '.join(names) or '(none)'}"))
+        name = pos_args[0]
+        raw, e2e = specs[f"export_onnx:{name}"], specs[f"end2end_onnx:{name}"]
+        pre = specs.get(f"dali_pipeline:{name}_dali_end2end_preprocess")
+        boxes = specs.get(f"boxes_onnx:{name}_dali_end2end_postprocess")
+        need = [raw["outputs"]["onnx"], e2e["outputs"]["onnx"], raw["inputs"]["checkpoint"]]
+        dali = None
+        if pre and boxes and dali_version():
+            need += [pre["record"], boxes["outputs"]["onnx"]]
+            dali = {"record": pre["record"], "boxes_onnx": boxes["outputs"]["onnx"]}
+        missing = [p for p in need if not os.path.exists(p)]
+        if missing:
+            groups = f"onnx:{name} onnx_end2end:{name}" + (f" dali_end2end:{name}" if dali else "")
+            exit_with(UserError(f"compare-tracks {name} needs {', '.join(missing)}", key=name,
+                                fix=f"build them first: doit {groups}"))
+        if dali:
+            dali["definition"] = json.loads(Path(dali["record"]).read_text())["verification"]["definition"]
+        from . import tracks
+
+        files = sorted(p for p in Path(images).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")) \
+            if images else tracks.sample_images(Path(out) / "images")
+        settings = {**e2e["params"], "imgsz": raw["params"]["imgsz"]}
+        rows = tracks.compare(raw["inputs"]["checkpoint"], raw["outputs"]["onnx"], e2e["outputs"]["onnx"], settings,
+                              files, batch, dali)
+        title = f"{name}: {len(files)} images, imgsz {settings['imgsz']}, conf {settings['conf']}, iou {settings['iou']}"
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("track", "agreement with A", "detections", "latency (ms, 1 image)", "images/s (batch "
+                      f"{batch})", title=title + " — CPU, this host")
+        for r in rows:
+            table.add_row(r["track"], f"{100 * r['agreement']:.1f} % ({r['matched']}/{r['track_a_detections']})",
+                          str(r["detections"]), f"{r['latency_ms']:.1f}", f"{r['images_per_s']:.1f}")
+        Console(file=self.outstream, width=140).print(table)
+        if not dali:
+            self.outstream.write("Track D left out: " + ("NVIDIA DALI is not installed here" if not dali_version()
+                                 else f"no dali_end2end format for {name}") + "\n")
+        j, png = tracks.write(rows, Path(out), title)
+        self.outstream.write(f"wrote {j} and {png}\n")
+        return 0
