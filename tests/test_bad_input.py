@@ -60,6 +60,14 @@ MANIFEST_CASES = [
      ["models.a.gpu_targets", "8.6 is listed twice"]),
     ("gpu-targets-bad-gpu", f'defaults: {{gpu_targets: {{"8.6": 42}}, triton: "24.12"}}\nmodels:\n  a: {{{ARCH}}}\n',
      ["defaults.gpu_targets", "GPU model for 8.6", "got 42"]),
+    ("ensemble-unknown-detector", f"models:\n  a: {{{ARCH}}}\nencoders:\n  e: {{weights: untrained}}\n"
+     "ensembles:\n  s: {detector: b, encoder: e}\n", ["ensembles.s.detector", "'b'", "use one of: a"]),
+    ("ensemble-unknown-encoder", f"models:\n  a: {{{ARCH}}}\nensembles:\n  s: {{detector: a, encoder: e}}\n",
+     ["ensembles.s.encoder", "not an encoders key", "add an encoders entry"]),
+    ("ensemble-bad-backend", f"models:\n  a: {{{ARCH}}}\nencoders:\n  e: {{weights: untrained}}\n"
+     "ensembles:\n  s: {detector: a, encoder: e, backend: tensorrt}\n", ["ensembles.s.backend", "'onnx'"]),
+    ("ensemble-unknown-key", f"models:\n  a: {{{ARCH}}}\nencoders:\n  e: {{weights: untrained}}\n"
+     "ensembles:\n  s: {detector: a, encoder: e, size: 3}\n", ["ensembles.s.size", "detector, encoder, backend"]),
     ("gpu-targets-empty", f'encoders:\n  e: {{weights: untrained, gpu_targets: [], triton: "24.12"}}\n',
      ["encoders.e.gpu_targets", "non-empty list"]),
 ]

@@ -76,6 +76,9 @@ ALLOWED = {
     "trust_checkpoint": "true or false (true: load the file with torch's full unpickler, which runs any code in it)",
     "gpu_targets": f"a list of GPU compute capabilities, or a mapping compute capability -> GPU model name (or null), "
                    f"e.g. {GPU_TARGETS_EXAMPLE}; known: {', '.join(COMPUTE_CAPABILITIES)}",
+    "detector": "the Triton name of a YOLO model of this manifest (e.g. yolov11_small, or a models key)",
+    "encoder": "a key of the encoders block",
+    "backend": "'onnx' (the End2End ONNX and encoder ONNX folders) or 'trt' (their TensorRT plans)",
     "engine_cache_path": "an absolute path, writable by the Triton server, e.g. /tmp/triton-onnxruntime-trt-cache",
 }
 
@@ -302,6 +305,8 @@ def _allowed_keys(loc: list[str]) -> str:
         return ", ".join(ModelEntry.model_fields)
     if loc[0] == "encoders":
         return ", ".join(EncoderEntry.model_fields)
+    if loc[0] == "ensembles":
+        return ", ".join(SearchEntry.model_fields)
     if loc[0] in ("defaults", "builtins"):
         tail = loc[-2]
         if tail == "dynamic_batching":
