@@ -273,7 +273,7 @@ class CleanDownloads(DoitCmdBase):
 
 opt_images = {"name": "images", "long": "images", "type": str, "default": "",
               "help": "a folder of images (default: synthetic scenes, PNG and JPEG)"}
-opt_out = {"name": "out", "long": "out", "type": str, "default": ".pipeline/tracks",
+opt_out = {"name": "out", "long": "out", "type": str, "default": layout.TRACKS,
            "help": "where tracks.json and tracks.png go"}
 opt_batch = {"name": "batch", "long": "batch", "type": int, "default": 8, "help": "batch size for throughput"}
 
@@ -285,7 +285,7 @@ class CompareTracks(DoitCmdBase):
     doc_description = None
     cmd_options = (opt_images, opt_out, opt_batch)
 
-    def _execute(self, pos_args=None, images="", out=".pipeline/tracks", batch=8):
+    def _execute(self, pos_args=None, images="", out=layout.TRACKS, batch=8):
         from pathlib import Path
 
         from .engine.errors import UserError, exit_with

@@ -449,3 +449,54 @@ def test_compare_tracks_runs_every_track_on_the_same_images(built):
     assert proj.path(".pipeline/tracks/tracks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = proj.doit("compare-tracks", "manifest=manifests/m.yaml", "nope", env=env)
     assert bad.rc != 0 and "NAME one of: det" in bad.err and "Traceback" not in bad.text
+
+
+@pytest.mark.triton
+def test_the_tensorrt_ensemble_chain_in_triton_with_its_plan_stood_in_by_the_fp16_graph(built, tmp_path):
+    """No TensorRT here: `det_trt_end2end` is stood in by the FP16 End2End ONNX the plan is compiled from,
+    served by the onnxruntime stand-in with the plan folder's own I/O. Triton then checks the real chain
+    of dali_trt_end2end — FP16 images from DALI into an FP16 input — and it answers like the FP32 chain."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from pipeline.builders.triton_config import build_config, triton_io
+    from pipeline.tooling.onnx_tools import graph_io
+    from triton_harness import TritonServer
+
+    proj, _, env = built
+    run = proj.doit("manifest=manifests/m.yaml", "config:det_dali_trt_end2end", "config:det_dali_trt_end2end_preprocess",
+                    "config:det_dali_trt_end2end_postprocess", "labels:det_dali_trt_end2end", env=env)
+    assert run.rc == 0, run.text
+    repo = tmp_path / "models"
+    for folder in ("det_dali_trt_end2end", "det_dali_trt_end2end_preprocess", "det_dali_trt_end2end_postprocess",
+                   "det_dali_end2end", "det_dali_end2end_preprocess", "det_dali_end2end_postprocess", "det_end2end"):
+        shutil.copytree(proj.path(f"models/{folder}"), repo / folder)
+    member = repo / "det_trt_end2end"
+    (member / "1").mkdir(parents=True)
+    fp16 = proj.path("pytorch_models/det_end2end.fp16.onnx")
+    shutil.copy(fp16, member / "1" / "model.onnx")
+    inputs, outputs = (triton_io(v) for v in graph_io(fp16))
+    assert inputs[0][1] == "TYPE_FP16"
+    cfg = build_config("det_trt_end2end", "onnxruntime_onnx", inputs, outputs, max_batch=4,
+                       dynamic_batching={"preferred_batch_sizes": None, "max_queue_delay_us": 0},
+                       instance_group={"kind": "cpu", "count": 1}, untrained=False,
+                       tensorrt_accelerator={"precision_mode": "FP16"})
+    (member / "config.pbtxt").write_text(text_format.MessageToString(cfg))
+    for c in repo.glob("*/config.pbtxt"):
+        c.write_text(c.read_text().replace("KIND_GPU", "KIND_CPU"))
+    pre = text_format.Parse((repo / "det_dali_trt_end2end_preprocess/config.pbtxt").read_text(), mc.ModelConfig())
+    assert mc.DataType.Name(pre.output[0].data_type) == "TYPE_FP16"
+    files = write(tmp_path, unresized_cases())
+    with TritonServer(repo, tmp_path) as server:
+        for ensemble in ("det_dali_trt_end2end", "det_dali_end2end"):
+            ok, why = server.load(ensemble)
+            assert ok, why
+        url = f"127.0.0.1:{server.http}"
+        found = total = 0
+        for f in files:
+            half = infer(url, "det_dali_trt_end2end", f.read_bytes())
+            full = infer(url, "det_dali_end2end", f.read_bytes())
+            n, _ = agreement(half, full, tol_px=2.0)
+            found, total = found + n, total + len(full[0])
+            assert abs(len(half[0]) - len(full[0])) <= max(2, len(full[0]) // 10), (f.name, len(half[0]), len(full[0]))
+    assert total >= 100 and found >= 0.85 * total, (found, total)

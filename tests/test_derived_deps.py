@@ -63,12 +63,15 @@ defaults: {max_batch: 4, imgsz: 128}
 builtins: {nano: {formats: [onnx]}}
 models:
   mine: {pt_file: ../mine.pt, formats: [onnx]}
-  smoke: {arch: yolo11n, class_names: [a, b], formats: [onnx, onnx_end2end, trt, trt_end2end]}
+  smoke: {arch: yolo11n, class_names: [a, b], formats: [onnx, onnx_end2end, trt, trt_end2end, dali_end2end,
+                                                     dali_trt_end2end]}
   fp32: {arch: yolo11n, precision: fp32, formats: [trt_end2end]}
   fleet: {arch: yolo11n, formats: [trt, trt_end2end], gpu_targets: ["9.0"], tensorrt: "10.16.1.11"}
 encoders:
   clip: {model: MobileCLIP2-S2, weights: untrained, image_max_batch: 2, text_max_batch: 2}
   clipfleet: {weights: untrained, gpu_targets: {"8.6": "NVIDIA A10"}, triton: "24.12"}
+ensembles:
+  search: {detector: smoke, encoder: clip}
 """
 
 
@@ -266,7 +269,7 @@ def place_user_files(proj: Project, checkpoints) -> None:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, checkpoints):
+def built(tmp_path_factory, checkpoints, dali_site):
     import trt_standin
 
     if not trt_standin.SHARED.is_dir():
@@ -275,7 +278,7 @@ def built(tmp_path_factory, checkpoints):
     env = trt_standin.install(d / "site-packages", "10.16.1.11", cc="9.0")
     env.update(PIPELINE_CACHE=str(d / "cache"), XDG_CACHE_HOME=str(d / "xdg"), TRACE_FILE=str(d / "trace.jsonl"))
     proj = Built(make_project(d / "proj").root, env)
-    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(proj.root)])
+    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(proj.root), str(dali_site)])  # DALI steps too
     place_user_files(proj, checkpoints)
     proj.write("dodo_traced.py", TRACED_DODO)
     run = proj.doit("-f", "dodo_traced.py")

@@ -27,6 +27,7 @@ CODE_INDEX = f"{STATE}/code-index.json"        # per-module AST hashes and impor
 ARTIFACT_CACHE = f"{STATE}/artifact-cache"     # default artifact cache
 BUILD_LOCK = f"{STATE}/build.lock"
 RUNS = f"{STATE}/runs"                          # this run's build times (engine/timings.py)
+TRACKS = f"{STATE}/tracks"                      # doit compare-tracks: tracks.json, tracks.png
 ULTRALYTICS_CONFIG = f"{STATE}/ultralytics"    # YOLO_CONFIG_DIR: settings stay inside the project
 
 

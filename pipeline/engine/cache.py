@@ -157,7 +157,7 @@ class ArtifactCache:
                 return False
             warn(f"entry {key[:12]} for {outputs[0] if outputs else record} is unusable ({e}); it is withdrawn "
                  "and the artifact rebuilt")
-            for name in ["index.json"] + e.args[1:]:  # the index, and the damaged file
+            for name in ["index.json", *e.args[1:]]:  # the index, and the damaged file
                 try:
                     self.fs.rm(f"{d}/{name}")
                 except Exception:
