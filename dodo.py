@@ -263,5 +263,6 @@ def task_assemble():
     expected = [(layout.published_path(m, f.format), layout.folder_path(m, f.format), layout.gpu_targets(m, f.format),
                  m["settings"]["triton_target"]) for f in kinds.FOLDERS for m in MODELS if f.applies(m) and f.staged(m)]
     manifest = MODELS[0]["manifest"] if MODELS else None
-    return {"actions": [(check_published, [expected, manifest])], "task_dep": list(layout.FORMATS), "uptodate": [False],
+    return {"actions": [(check_published, [expected, manifest])], "task_dep": [*layout.FORMATS, "ensemble"],
+            "uptodate": [False],
             "verbosity": 2}

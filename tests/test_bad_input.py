@@ -68,7 +68,7 @@ MANIFEST_CASES = [
      "ensembles:\n  s: {detector: a, encoder: e, backend: tensorrt}\n", ["ensembles.s.backend", "'onnx'"]),
     ("ensemble-unknown-key", f"models:\n  a: {{{ARCH}}}\nencoders:\n  e: {{weights: untrained}}\n"
      "ensembles:\n  s: {detector: a, encoder: e, size: 3}\n", ["ensembles.s.size", "detector, encoder, backend"]),
-    ("gpu-targets-empty", f'encoders:\n  e: {{weights: untrained, gpu_targets: [], triton: "24.12"}}\n',
+    ("gpu-targets-empty", 'encoders:\n  e: {weights: untrained, gpu_targets: [], triton: "24.12"}\n',
      ["encoders.e.gpu_targets", "non-empty list"]),
 ]
 

@@ -214,7 +214,8 @@ def test_shards_split_the_models_deterministically_and_compose_with_gpu_targets(
         'defaults: {formats: [onnx], triton: "24.12", gpu_targets: ["8.6", "9.0"]}\n'
         "models:\n" + "".join(f"  m{i}: {{arch: yolo11n{', formats: [onnx, trt, trt_end2end]' if i % 3 == 0 else ''}}}\n"
                               for i in range(7)) +
-        "encoders:\n  e: {weights: untrained}\n  f: {weights: untrained, formats: [onnx]}\n")
+        "encoders:\n  e: {weights: untrained}\n  f: {weights: untrained, formats: [onnx]}\n"
+        "ensembles:\n  search: {detector: m1, encoder: f}\n")  # needs m1's and f's folders: one shard
     models = resolve(tmp_path / "m.yaml", tmp_path)
     for n in (1, 2, 3, 4):
         shards = [sharding.select(models, f"{i}/{n}", kinds.STEPS) for i in range(1, n + 1)]
@@ -222,9 +223,11 @@ def test_shards_split_the_models_deterministically_and_compose_with_gpu_targets(
         assert sorted(names) == sorted(m["name"] for m in models)  # a partition
         assert shards == [sharding.select(models, f"{i}/{n}", kinds.STEPS) for i in range(1, n + 1)]
         loads = [sharding.work(s, kinds.STEPS) for s in shards]
-        biggest = max(sharding.work([m for m in models if sharding.unit(m) == u], kinds.STEPS)
-                      for u in {sharding.unit(m) for m in models})
+        of = sharding.units(models)
+        biggest = max(sharding.work([m for m in models if of[m["name"]] == u], kinds.STEPS) for u in set(of.values()))
         assert max(loads) - min(loads) <= biggest, loads
+        together = [s for s in shards if any(m["name"] == "search" for m in s)]
+        assert len(together) == 1 and {"m1", "f_image_encoder", "f_text_encoder"} <= {m["name"] for m in together[0]}
         for s in shards:  # an encoder's image and text towers share their weights step: one shard
             assert len({m["encoder"] for m in s if "encoder" in m}) == sum(1 for m in s if m.get("role") == "image")
     proj = make_project(tmp_path / "proj")
