@@ -65,6 +65,7 @@ def compare(pt: str, raw: str, end2end: str, settings: dict, files: list[Path], 
     from ultralytics.data.augment import LetterBox
     from ultralytics.utils import nms, ops
 
+    from .builders.boxes_onnx import letterbox_params, reference
     from .tooling.efficient_nms import cpu_session
 
     imgsz, conf, iou, topk = settings["imgsz"], settings["conf"], settings["iou"], settings["topk"]
@@ -95,26 +96,11 @@ def compare(pt: str, raw: str, end2end: str, settings: dict, files: list[Path], 
             dets.append((boxes.numpy(), p[:, 5].numpy().astype(int)))
         return dets
 
-    def end2end_from(x, infos):
-        n, b, _, c = e2e_s.run(None, {"images": x})
-        dets = []
-        for k, info in enumerate(infos):
-            gx, gy, px, py, w, h = info
-            m = int(n[k, 0])
-            boxes = b[k, :m] * scale
-            boxes[:, [0, 2]] = np.clip((boxes[:, [0, 2]] - px) / gx, 0, w)
-            boxes[:, [1, 3]] = np.clip((boxes[:, [1, 3]] - py) / gy, 0, h)
-            dets.append((boxes, c[k, :m].astype(int)))
-        return dets
-
     def track_c(idx):
-        infos = []
-        for i in idx:
-            h, w = originals[i].shape[:2]
-            r = min(imgsz / h, imgsz / w)
-            nw, nh = max(round(w * r), 1), max(round(h * r), 1)
-            infos.append((nw / w, nh / h, round((imgsz - nw) / 2 - 0.1), round((imgsz - nh) / 2 - 0.1), w, h))
-        return end2end_from(letterbox([originals[i] for i in idx]), infos)
+        infos = np.asarray([letterbox_params(*originals[i].shape[:2], imgsz) for i in idx], np.float32)
+        n, b, _, c = e2e_s.run(None, {"images": letterbox([originals[i] for i in idx])})
+        boxes = reference(b, infos, scale)  # the box-mapping model's own reference (scale_boxes + clip)
+        return [(boxes[k, :int(n[k, 0])], c[k, :int(n[k, 0])].astype(int)) for k in range(len(idx))]
 
     tracks = {"A: PyTorch (YOLO.predict)": track_a, "raw ONNX + client NMS": track_raw,
               "C: End2End ONNX": track_c}
@@ -135,7 +121,7 @@ def compare(pt: str, raw: str, end2end: str, settings: dict, files: list[Path], 
         tracks["D: DALI + End2End (CPU twin)"] = track_d
 
     every = list(range(len(files)))
-    reference = track_a(every)
+    baseline = track_a(every)
     rows = []
     for name, fn in tracks.items():
         fn([0])  # warm-up
@@ -148,8 +134,8 @@ def compare(pt: str, raw: str, end2end: str, settings: dict, files: list[Path], 
         for i in range(0, len(every), batch):
             fn(every[i:i + batch])
         throughput = len(every) / (time.perf_counter() - t)
-        found = sum(_detections_match(g, w) for g, w in zip(dets, reference))
-        total = sum(len(w[0]) for w in reference)
+        found = sum(_detections_match(g, w) for g, w in zip(dets, baseline))
+        total = sum(len(w[0]) for w in baseline)
         rows.append({"track": name, "agreement": found / total if total else 1.0, "matched": found,
                      "track_a_detections": total, "detections": sum(len(g[0]) for g in dets),
                      "latency_ms": 1000 * statistics.median(per_image), "images_per_s": throughput})

@@ -56,6 +56,14 @@ def graph(topk: int, scale: float, opset: int):
     return model
 
 
+def letterbox_params(h: int, w: int, imgsz: int) -> tuple:
+    """(gain_x, gain_y, pad_x, pad_y, width, height) of Ultralytics' LetterBox for an h x w image: what the
+    DALI model outputs as `letterbox`, in Python."""
+    r = min(imgsz / h, imgsz / w)
+    nw, nh = max(round(w * r), 1), max(round(h * r), 1)
+    return nw / w, nh / h, round((imgsz - nw) / 2 - 0.1), round((imgsz - nh) / 2 - 0.1), w, h
+
+
 def reference(boxes, letterbox, scale: float):
     """Ultralytics' scale_boxes (+ clip) in NumPy, per image."""
     import numpy as np
@@ -78,12 +86,7 @@ def build(ctx: StepContext) -> dict:
     rng = np.random.default_rng(0)
     # letterboxes of a landscape, a portrait, a tiny and an upscaled image
     shapes = [(1080, 1920), (1920, 1080), (7, 300), (100, 120)]
-    lbs = []
-    for h, w in shapes:
-        r = min(imgsz / h, imgsz / w)
-        nw, nh = max(round(w * r), 1), max(round(h * r), 1)
-        lbs.append((nw / w, nh / h, round((imgsz - nw) / 2 - 0.1), round((imgsz - nh) / 2 - 0.1), w, h))
-    letterbox = np.asarray(lbs, np.float32)
+    letterbox = np.asarray([letterbox_params(h, w, imgsz) for h, w in shapes], np.float32)
     boxes = (rng.uniform(-0.05, 1.05, (len(shapes), topk, 4)) * (imgsz / scale)).astype(np.float32)
     got = onnx_tools.run(ctx.output(), {"boxes": boxes, "letterbox": letterbox})[0]
     want = reference(boxes, letterbox, scale)
