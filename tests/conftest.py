@@ -39,6 +39,7 @@ class Project:
     def doit(self, *args: str, timeout: float = 600, env: dict | None = None, prefix: tuple = (),
              preexec_fn=None) -> DoitRun:
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
+        env.pop("PYTEST_CURRENT_TEST", None)  # pytest's bookkeeping (setup/call): not part of the user's call
         p = subprocess.run([*prefix, sys.executable, "-m", "doit", *args], cwd=self.root, env=env,
                            capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn)
         return DoitRun(p.returncode, p.stdout, p.stderr)

@@ -36,15 +36,77 @@ def built(tmp_path_factory):
 
 @pytest.fixture
 def proj(built, tmp_path):
+    """A copy of the built project after one no-op there: every change a test makes is first checked against
+    that no-op's snapshot (pipeline/engine/noop.py), so each test also proves the snapshot hides nothing."""
     dest = tmp_path / "copy"
     shutil.copytree(built.root, dest, symlinks=True)
     from conftest import Project
-    return Project(dest)
+    copy = Project(dest)
+    noop = copy.doit("manifest=manifests/two.yaml")
+    assert noop.rc == 0 and noop.executed == set(), noop.text
+    assert len(list(copy.path(".pipeline/noop").glob("*.json"))) == 1
+    copy.noop_out = noop.out
+    return copy
 
 
 def test_second_run_executes_nothing(proj):
     run = proj.doit("manifest=manifests/two.yaml")
     assert run.rc == 0 and run.executed == set(), run.text
+
+
+def test_a_repeated_noop_prints_what_doit_printed_without_doits_checks(proj):
+    explain = {"PIPELINE_EXPLAIN_NOOP": "1"}
+    run = proj.doit("manifest=manifests/two.yaml", env=explain)
+    assert run.rc == 0 and "nothing changed since the last no-op" in run.err, run.err
+    assert run.out == proj.noop_out and "-- export_onnx:alpha" in run.out
+    # another command line, or another environment, is another call: doit checks it (and snapshots it)
+    for args, env, why in ((("manifest=manifests/two.yaml", "onnx:alpha"), explain, "command line"),
+                           (("manifest=manifests/two.yaml",), {**explain, "OMP_NUM_THREADS": "1"},
+                            "environment (OMP_NUM_THREADS)")):
+        run = proj.doit(*args, env=env)
+        assert run.rc == 0 and run.executed == set(), run.text
+        assert "none for this call (the last one differs in" in run.err and why in run.err, run.err
+    # a file touched without a change: doit decides (up to date), and that no-op becomes the snapshot
+    later = time.time() + 50
+    os.utime(proj.path("models/alpha/labels.txt"), (later, later))
+    run = proj.doit("manifest=manifests/two.yaml", env=explain)
+    assert "models/alpha/labels.txt changed since the last no-op" in run.err and run.executed == set(), run.err
+    assert "nothing changed" in proj.doit("manifest=manifests/two.yaml", env=explain).err
+    # doit's own state changed (forget): doit decides, and reruns what was forgotten
+    assert proj.doit("forget", "manifest=manifests/two.yaml", "labels:beta").rc == 0
+    assert proj.doit("manifest=manifests/two.yaml").executed == {"labels:beta"}
+
+
+def test_a_building_run_or_a_file_changed_mid_run_leaves_no_snapshot(proj, monkeypatch):
+    """Only a call in which doit found everything up to date, with every file as it was when doit started
+    deciding, is replayed (the reporter, in process, with doit's own Task objects)."""
+    import io
+
+    from doit.task import Task
+
+    from pipeline.engine import noop
+    from pipeline.engine.step import params_unchanged
+
+    monkeypatch.chdir(proj.root)
+    monkeypatch.setattr(noop, "_KEY", "k")
+    dep, out = "models/alpha/labels.txt", "models/alpha/config.pbtxt"
+
+    def call(between=lambda: None, run=False, check=None):
+        shutil.rmtree(".pipeline/noop", ignore_errors=True)
+        rep = noop.SnapshotReporter(io.StringIO(), {})
+        t = Task("t:a", [lambda: True], file_dep=[dep], targets=[out], uptodate=[check or params_unchanged({})])
+        rep.initialize({"t:a": t}, ["t:a"])
+        between()
+        (rep.execute_task if run else rep.skip_uptodate)(t)
+        rep.complete_run()
+        return os.path.exists(".pipeline/noop/k.json")
+
+    assert call()  # everything up to date, nothing moved: a snapshot
+    assert not call(run=True)  # the task ran
+    later = time.time() + 80
+    assert not call(between=lambda: os.utime(dep, (later, later)))  # its input changed while doit decided
+    assert not call(between=lambda: os.utime(out, (later + 1, later + 1)))  # its target too
+    assert not call(check=lambda task, values: True)  # a check whose reads are unknown
 
 
 def test_max_batch_touches_only_that_models_config(proj):

@@ -20,6 +20,7 @@ MODELS = "models"                # the Triton model repository (output)
 WORK = "pytorch_models"          # weights and intermediates
 STAGED = f"{WORK}/staged"        # TensorRT folders with several GPU targets, until every plan is there
 
+DOIT_STATE = ".doit.json"        # doit's own state (task values, file states)
 # Build state, all under one git-ignored folder of the project.
 STATE = ".pipeline"
 MANIFEST_CACHE = f"{STATE}/manifests"          # validated manifests, by content
@@ -27,6 +28,7 @@ CODE_INDEX = f"{STATE}/code-index.json"        # per-module AST hashes and impor
 ARTIFACT_CACHE = f"{STATE}/artifact-cache"     # default artifact cache
 BUILD_LOCK = f"{STATE}/build.lock"
 RUNS = f"{STATE}/runs"                          # this run's build times (engine/timings.py)
+NOOP_SNAPSHOTS = f"{STATE}/noop"                # a no-op call's file stats, replayed by the next (engine/noop.py)
 TRACKS = f"{STATE}/tracks"                      # doit compare-tracks: tracks.json, tracks.png
 ULTRALYTICS_CONFIG = f"{STATE}/ultralytics"    # YOLO_CONFIG_DIR: settings stay inside the project
 

@@ -19,7 +19,9 @@ from . import layout
 CACHE_DIR = Path(layout.MANIFEST_CACHE)
 
 
-def load_models(manifest: str, custom: str | None, root: Path, explicit_manifest: bool = True) -> list[dict]:
+def manifest_key(manifest: str, custom: str | None, root: Path, explicit_manifest: bool = True) -> tuple[str, bytes]:
+    """(key, text): the key names the resolution of this manifest text, path, custom= value, schema code and
+    project root; a resolution never changes while its key does not."""
     path = Path(manifest)
     try:
         text = path.read_bytes()
@@ -30,6 +32,13 @@ def load_models(manifest: str, custom: str | None, root: Path, explicit_manifest
         text, str(path.absolute()).encode(), (custom or "").encode(), b"standalone" if standalone else b"",
         json.dumps(codedeps.index().code(f"{__package__}.manifest")).encode(), str(root.absolute()).encode(),
     ])).hexdigest()[:24]
+    return key, text
+
+
+def load_models(manifest: str, custom: str | None, root: Path, explicit_manifest: bool = True) -> list[dict]:
+    path = Path(manifest)
+    standalone = bool(custom) and not explicit_manifest
+    key, text = manifest_key(manifest, custom, root, explicit_manifest)
     cached = root / CACHE_DIR / f"{key}.json"
     records = _cached(cached) if text else None
     if records is None:

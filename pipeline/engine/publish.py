@@ -69,6 +69,14 @@ class StagedUnchanged:
             self.changed = []
         return not self.changed
 
+    def watched(self) -> list[str]:
+        """Paths this check reads (engine/noop.py): the staged files, and the published folder's every folder
+        (a file added or removed changes its folder's mtime) and file (inode: the same hard links)."""
+        out = list(self.paths) + [self.published]
+        for folder, dirs, files in os.walk(self.published):
+            out += [os.path.join(folder, d) for d in dirs] + [os.path.join(folder, f) for f in files]
+        return out
+
     def __repr__(self) -> str:
         return "changed: " + "; ".join(self.changed) if self.changed else "staged files and published folder unchanged"
 

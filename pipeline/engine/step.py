@@ -153,6 +153,10 @@ class params_unchanged:
                             if sizes.get(t) != n] or ["a target changed"]
         return not self.changed
 
+    def watched(self) -> list[str]:
+        """Paths this check reads besides the task's targets (engine/noop.py): none."""
+        return []
+
     def __repr__(self) -> str:
         return "changed: " + "; ".join(self.changed) if self.changed else "parameters, tools and code unchanged"
 
