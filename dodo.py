@@ -31,7 +31,7 @@ from pipeline.declarations import kinds, layout, sharding  # noqa: E402
 from pipeline.declarations.manifest_cache import load_models, manifest_key  # noqa: E402
 from pipeline.engine.errors import UserError, exit_with  # noqa: E402
 from pipeline.engine.lock import hold_build_lock  # noqa: E402
-from pipeline.engine import noop  # noqa: E402
+from pipeline.engine import noop, quick_exit  # noqa: E402
 from pipeline.engine import timings  # noqa: E402
 from pipeline.engine.step import SHA256Checker  # noqa: E402
 from pipeline.engine.threads import share_cores  # noqa: E402
@@ -69,6 +69,7 @@ _QUIET = {"list", "info", "clean", "forget", "help", "ignore", "dumpdb", "strace
           "auto", "status", "graph", "builtins", "recipe", "clean-downloads", "compare-tracks"}
 _COMMAND = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in _QUIET else "run"
 if _COMMAND == "run":
+    quick_exit.install()  # first: a successful run skips torch's teardown after every other exit handler
     hold_build_lock()  # two doit runs on one project never interleave (state, artifacts)
     timings.start_run()  # each built step's time; the slowest are summed up at exit
     atexit.register(timings.print_summary)

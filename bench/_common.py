@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# A bench that imports Ultralytics (to make a checkpoint) gets OMP_NUM_THREADS=1 set in its own process; the
+# commands it times get the environment the user started it with.
+_USER_OMP = os.environ.get("OMP_NUM_THREADS")
 COPIED = ("dodo.py", "pipeline", "manifests", "models/README.md", "pytorch_models/README.md", "pyproject.toml")
 
 
@@ -23,9 +26,18 @@ def scratch_project() -> Path:
     return root
 
 
+def user_env() -> dict:
+    env = dict(os.environ)
+    if "ultralytics" in sys.modules and env.get("OMP_NUM_THREADS") == "1" and _USER_OMP != "1":
+        del env["OMP_NUM_THREADS"]  # Ultralytics' own default, not a setting of this bench
+        if _USER_OMP is not None:
+            env["OMP_NUM_THREADS"] = _USER_OMP
+    return env
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True) -> float:
     t = time.perf_counter()
-    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=dict(os.environ))
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=user_env())
     dt = time.perf_counter() - t
     if check and p.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stdout}\n{p.stderr}")
@@ -33,7 +45,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> float:
 
 
 def run_out(cmd: list[str], cwd: Path) -> str:
-    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=dict(os.environ), check=True)
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=user_env(), check=True)
     return p.stdout
 
 

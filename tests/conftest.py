@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Importing Ultralytics in this process (fixtures that build checkpoints) sets OMP_NUM_THREADS=1 here; the
+# doit runs under test get the environment a user's shell would give them.
+_USER_OMP = os.environ.get("OMP_NUM_THREADS")
 sys.path.insert(0, str(REPO))  # `pipeline` for in-process checks, installed (-e) or not
 COPIED = ("dodo.py", "pipeline", "manifests", "models/README.md", "pytorch_models/README.md", "pyproject.toml")
 
@@ -38,8 +41,13 @@ class Project:
 
     def doit(self, *args: str, timeout: float = 600, env: dict | None = None, prefix: tuple = (),
              preexec_fn=None) -> DoitRun:
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
+        given = env or {}
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **given}
         env.pop("PYTEST_CURRENT_TEST", None)  # pytest's bookkeeping (setup/call): not part of the user's call
+        if "OMP_NUM_THREADS" not in given:
+            env.pop("OMP_NUM_THREADS", None)
+            if _USER_OMP is not None:
+                env["OMP_NUM_THREADS"] = _USER_OMP
         p = subprocess.run([*prefix, sys.executable, "-m", "doit", *args], cwd=self.root, env=env,
                            capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn)
         return DoitRun(p.returncode, p.stdout, p.stderr)

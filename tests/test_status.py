@@ -97,3 +97,21 @@ def test_build_times_recorded_shown_and_summed_up(project):
     assert re.search(r"export_onnx:a .*\d+\.\d s", table.out), table.out
     again = project.doit("manifest=manifests/m.yaml")
     assert again.rc == 0 and not [x for x in again.err.splitlines() if x.startswith("built ")]  # nothing built
+
+
+def test_importing_ultralytics_first_leaves_torch_on_every_core(tmp_path):
+    """Ultralytics sets OMP_NUM_THREADS=1 on import when it is unset; a step that imports it before torch
+    (the weights download) would leave every later step of that doit process on one core."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, _USER_OMP
+
+    code = ("from pipeline.families.yolo import configure; configure(); import ultralytics, torch; "
+            "print(torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if _USER_OMP is not None:
+        env["OMP_NUM_THREADS"] = _USER_OMP
+    env["YOLO_CONFIG_DIR"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert int(out.stdout.split()[-1]) == int(_USER_OMP or len(os.sched_getaffinity(0)))

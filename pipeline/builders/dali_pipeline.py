@@ -39,6 +39,10 @@ def sample_images():
 def ultralytics_letterbox(bgr, imgsz: int):
     """The reference: what Ultralytics' predictor feeds the model (RGB, CHW, [0, 1])."""
     import numpy as np
+
+    from ..families.yolo import configure
+
+    configure()
     from ultralytics.data.augment import LetterBox
 
     img = LetterBox((imgsz, imgsz), auto=False)(image=bgr)

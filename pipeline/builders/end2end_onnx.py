@@ -102,14 +102,14 @@ def check_against_reference(raw_path: Path, e2e_path: Path, settings: dict, key:
 
     from ..tooling.efficient_nms import cpu_session, efficient_nms
 
-    dtype = onnx_tools.input_dtype(onnx.load(str(raw_path), load_external_data=False))
+    e2e = onnx.load(str(e2e_path))
+    dtype = onnx_tools.input_dtype(e2e)  # the raw graph's too: the End2End graph keeps its input
     imgsz = settings["imgsz"]
     x = yolo.verification_images(2, imgsz).numpy().astype(dtype)
     pred = onnx_tools.run(raw_path, {"images": x})[0].astype(np.float32).transpose(0, 2, 1)
     boxes, scores = pred[..., :4], pred[..., 4:]
     if settings["normalize_boxes"]:
         boxes = boxes * np.array([1 / imgsz] * 4, np.float32)
-    e2e = onnx.load(str(e2e_path))
     thresholds = {"manifest_thresholds": ("", settings["conf"]), "score_threshold_0": ("/score_threshold_0", 0.0)}
     _add_twin(e2e, *thresholds["score_threshold_0"])
     names = [name + suffix for suffix, _ in thresholds.values() for name in OUTPUTS]

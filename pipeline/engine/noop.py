@@ -29,6 +29,7 @@ import sys
 from doit.reporter import ConsoleReporter
 
 from ..declarations import layout
+from . import quick_exit
 
 FORMAT = 1
 KEEP = 16  # snapshots kept (one per distinct command line and manifest in use)
@@ -143,7 +144,8 @@ def _watched(task) -> list[str] | None:
 
 
 class SnapshotReporter(ConsoleReporter):
-    """doit's console output, unchanged; a call in which every task was up to date leaves a snapshot."""
+    """doit's console output, unchanged; a call in which every task was up to date leaves a snapshot, and
+    a successful one skips the interpreter's teardown (quick_exit.py)."""
 
     desc = "console output; a no-op call leaves a snapshot for the next one (triton-export-pipeline)"
 
@@ -186,6 +188,8 @@ class SnapshotReporter(ConsoleReporter):
 
     def complete_run(self):
         super().complete_run()
+        if not self.failures and not self.runtime_errors:
+            quick_exit.succeeded()
         if not self._clean or self.failures or self.runtime_errors or not self._seen:
             return
         after = _stamps(self._seen, strict=True)  # the tasks this call decided on, and the state file

@@ -14,7 +14,7 @@ import sys
 THREADS_VAR = "PIPELINE_THREADS"
 
 
-def _cores() -> int:
+def cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -40,7 +40,7 @@ def share_cores(argv: list[str]) -> None:
     n = workers(argv)
     if n <= 1:
         return
-    per_worker = str(max(1, _cores() // n))
+    per_worker = str(max(1, cores() // n))
     os.environ.setdefault(THREADS_VAR, per_worker)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, os.environ[THREADS_VAR])

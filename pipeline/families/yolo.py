@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from ..declarations import layout
+from ..engine import threads
 from ..engine.errors import UserError
 from ..tooling.onnx_tools import GraphSpec
 
@@ -26,6 +27,10 @@ def configure() -> None:
     os.environ["YOLO_AUTOINSTALL"] = "0"
     os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(layout.ULTRALYTICS_CONFIG).absolute()))
     os.environ.setdefault("YOLO_VERBOSE", "0")
+    # Importing Ultralytics sets OMP_NUM_THREADS=1 when it is unset (a default for its training loop); torch,
+    # imported right after, would then run every later step of this process on one core. The budget of this
+    # doit worker (every core, or its share under -n N) is set first; a value the user set wins.
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads.threads() or threads.cores()))
     Path(os.environ["YOLO_CONFIG_DIR"]).mkdir(parents=True, exist_ok=True)
 
 

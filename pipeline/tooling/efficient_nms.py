@@ -49,26 +49,32 @@ def efficient_nms(boxes: np.ndarray, scores: np.ndarray, *, score_threshold: flo
             s[:, background_class] = -np.inf
         anchor, cls = np.nonzero(s >= thr)
         cand = s[anchor, cls]
+        if len(cand) > MAX_CANDIDATES:  # only those scoring at least the 4096th best can enter (ties kept)
+            best = cand >= np.partition(cand, len(cand) - MAX_CANDIDATES)[len(cand) - MAX_CANDIDATES]
+            anchor, cls, cand = anchor[best], cls[best], cand[best]
         # Descending score; ties broken by (anchor, class) order for a deterministic reference.
         order = np.lexsort((cls, anchor, -cand))[:MAX_CANDIDATES]
         anchor, cls, cand = anchor[order], cls[order], cand[order]
         # Greedy NMS: a candidate is dropped when a kept, higher-scored box (of its class unless
         # class_agnostic) overlaps it by IoU >= iou_threshold. Each kept box marks the later candidates
         # it suppresses at once (the same decisions as testing each candidate against every kept box).
+        # Only boxes still in play (later, not yet suppressed, of its class) are compared with a kept one.
         kept: list[int] = []
         suppressed = np.zeros(len(cand), bool)
         cand_boxes = corners[anchor]
+        areas = _area(cand_boxes)
         for j in range(len(cand)):
             if suppressed[j]:
                 continue
             kept.append(j)
             if len(kept) == k:
                 break
-            later = slice(j + 1, len(cand))
-            hit = _iou(cand_boxes[j], cand_boxes[later]) >= iou_threshold
+            open_ = ~suppressed[j + 1:]
             if not class_agnostic:
-                hit &= cls[later] == cls[j]
-            suppressed[later] |= hit
+                open_ &= cls[j + 1:] == cls[j]
+            later = j + 1 + np.flatnonzero(open_)
+            hit = _iou(cand_boxes[j], cand_boxes[later], areas[j], areas[later]) >= iou_threshold
+            suppressed[later[hit]] = True
         m = len(kept)
         num[i, 0] = m
         if m:
@@ -86,14 +92,19 @@ def _corners(boxes: np.ndarray, box_coding: int) -> np.ndarray:
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
 
 
-def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+def _area(b: np.ndarray) -> np.ndarray:
+    return np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
+
+
+def _iou(box: np.ndarray, others: np.ndarray, box_area=None, others_area=None) -> np.ndarray:
+    box_area = _area(box) if box_area is None else box_area
+    others_area = _area(others) if others_area is None else others_area
     x1 = np.maximum(box[0], others[:, 0])
     y1 = np.maximum(box[1], others[:, 1])
     x2 = np.minimum(box[2], others[:, 2])
     y2 = np.minimum(box[3], others[:, 3])
     inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda b: np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)  # noqa: E731
-    union = area(box) + area(others) - inter
+    union = box_area + others_area - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 

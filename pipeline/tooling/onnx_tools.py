@@ -95,32 +95,36 @@ TENSORRT_ONLY_OPS = frozenset({"EfficientNMS_TRT"})
 
 def finish(model, path: Path, like=None) -> None:
     """Save and check a graph; with `like`, keep that source graph's IR version and metadata first."""
-    import onnx
-
     if like is not None:
         model.ir_version = like.ir_version
         set_metadata(model, {p.key: p.value for p in like.metadata_props})
-    onnx.save(model, str(path))
-    check(model)
+    data = model.SerializeToString()  # once: the file and the checker get the same bytes
+    Path(path).write_bytes(data)
+    check(model, data)
 
 
-def check(graph) -> None:
-    """onnx.checker with strict shape inference, of a saved graph (path) or the ModelProto just saved. A
-    TensorRT-only node is checked in a copy that puts it in a custom domain (the checker skips those; in
-    the default domain it would refuse an op it does not know)."""
+def check(graph, data: bytes | None = None) -> None:
+    """onnx.checker with strict shape inference, of a saved graph (path) or the ModelProto just saved (and
+    its serialized bytes, when at hand). A TensorRT-only node is checked in a custom domain (the checker
+    skips those; in the default domain it would refuse an op it does not know), then put back."""
     import onnx
 
     if not isinstance(graph, onnx.ModelProto):
         graph = onnx.load(str(graph))
     if not _plugins(graph):
-        onnx.checker.check_model(graph, full_check=True)
+        onnx.checker.check_model(data if data is not None else graph, full_check=True)
         return
-    model = onnx.ModelProto()
-    model.CopyFrom(graph)
-    for node in _plugins(model):
-        node.domain = "trt.plugins"
-    model.opset_import.append(onnx.helper.make_opsetid("trt.plugins", 1))
-    onnx.checker.check_model(model, full_check=True)
+    plugins = [(node, node.domain) for node in _plugins(graph)]  # in the custom domain for the check only
+    try:
+        for node, _ in plugins:
+            node.domain = "trt.plugins"
+        graph.opset_import.append(onnx.helper.make_opsetid("trt.plugins", 1))
+        onnx.checker.check_model(graph, full_check=True)
+    finally:
+        for node, domain in plugins:
+            node.domain = domain
+        if graph.opset_import and graph.opset_import[-1].domain == "trt.plugins":
+            del graph.opset_import[-1]
 
 
 def _plugins(model) -> list:
