@@ -109,7 +109,7 @@ def test_importing_ultralytics_first_leaves_torch_on_every_core(tmp_path):
 
     code = ("from pipeline.families.yolo import configure; configure(); import ultralytics, torch; "
             "print(torch.get_num_threads())")
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "PIPELINE_THREADS")}
     if _USER_OMP is not None:
         env["OMP_NUM_THREADS"] = _USER_OMP
     env["YOLO_CONFIG_DIR"] = str(tmp_path)

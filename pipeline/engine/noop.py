@@ -127,6 +127,7 @@ def replay_if_unchanged(key: str) -> None:
     _explain(f"nothing changed since the last no-op ({len(files)} files): doit's task checks skipped")
     sys.stdout.write(out)
     sys.stdout.flush()
+    quick_exit.succeeded()  # nothing to unload either
     raise SystemExit(0)
 
 
