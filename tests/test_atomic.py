@@ -55,3 +55,22 @@ def test_sigkill_mid_export_leaves_no_finished_target(project):
     assert run.rc == 0 and "export_onnx:smoke_yolo11n" in run.executed
     assert not list(version_dir.glob(".model.tmp-*"))
     assert project.path(ONNX).stat().st_size > 1_000_000
+
+
+def test_an_interrupted_build_exits_non_zero_and_leaves_no_finished_target(project):
+    """Ctrl-C mid-step: the run reports failure (a successful run skips Python's teardown with status 0; an
+    interrupted one must not)."""
+    assert project.doit("materialize:smoke_yolo11n", "manifest=manifests/smoke.yaml").rc == 0
+    proc = subprocess.Popen([sys.executable, "-m", "doit", "manifest=manifests/smoke.yaml", "onnx:smoke_yolo11n"],
+                            cwd=project.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    version_dir = project.path("models/smoke_yolo11n/1")
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and not list(version_dir.glob(".model.tmp-*.onnx")):
+            time.sleep(0.02)
+        assert list(version_dir.glob(".model.tmp-*.onnx")), "export never started"
+        proc.send_signal(signal.SIGINT)
+    finally:
+        rc = proc.wait(timeout=120)
+    assert rc != 0
+    assert not project.path(ONNX).exists() and not project.path(ONNX + ".verification.json").exists()
