@@ -35,19 +35,28 @@ def test_failed_rebuild_removes_the_stale_target(project):
     assert not project.path(ONNX).exists()  # not the old graph, which no longer matches its recipe
 
 
-def test_sigkill_mid_export_leaves_no_finished_target(project):
+def _mid_export(project, stop) -> int:
+    """Start `doit onnx:smoke_yolo11n` (its checkpoint built first), call stop(proc) once the export is
+    writing its graph, and return the exit status."""
     assert project.doit("materialize:smoke_yolo11n", "manifest=manifests/smoke.yaml").rc == 0
-    proc = subprocess.Popen([sys.executable, "-m", "doit", "manifest=manifests/smoke.yaml", "onnx:smoke_yolo11n"], cwd=project.root,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "doit", "manifest=manifests/smoke.yaml", "onnx:smoke_yolo11n"],
+                            cwd=project.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     version_dir = project.path("models/smoke_yolo11n/1")
     deadline = time.time() + 120
     try:
         while time.time() < deadline and not list(version_dir.glob(".model.tmp-*.onnx")):
             time.sleep(0.02)
         assert list(version_dir.glob(".model.tmp-*.onnx")), "export never started"
-        os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
     finally:
-        proc.wait()
+        rc = proc.wait(timeout=120)
+    return rc
+
+
+def test_sigkill_mid_export_leaves_no_finished_target(project):
+    _mid_export(project, lambda proc: os.killpg(proc.pid, signal.SIGKILL))
+    version_dir = project.path("models/smoke_yolo11n/1")
     assert not project.path(ONNX).exists()
     assert not project.path(ONNX + ".verification.json").exists()
     # The next run cleans the leftover and builds the same thing a clean build does.
@@ -60,17 +69,6 @@ def test_sigkill_mid_export_leaves_no_finished_target(project):
 def test_an_interrupted_build_exits_non_zero_and_leaves_no_finished_target(project):
     """Ctrl-C mid-step: the run reports failure (a successful run skips Python's teardown with status 0; an
     interrupted one must not)."""
-    assert project.doit("materialize:smoke_yolo11n", "manifest=manifests/smoke.yaml").rc == 0
-    proc = subprocess.Popen([sys.executable, "-m", "doit", "manifest=manifests/smoke.yaml", "onnx:smoke_yolo11n"],
-                            cwd=project.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    version_dir = project.path("models/smoke_yolo11n/1")
-    deadline = time.time() + 120
-    try:
-        while time.time() < deadline and not list(version_dir.glob(".model.tmp-*.onnx")):
-            time.sleep(0.02)
-        assert list(version_dir.glob(".model.tmp-*.onnx")), "export never started"
-        proc.send_signal(signal.SIGINT)
-    finally:
-        rc = proc.wait(timeout=120)
+    rc = _mid_export(project, lambda proc: proc.send_signal(signal.SIGINT))
     assert rc != 0
     assert not project.path(ONNX).exists() and not project.path(ONNX + ".verification.json").exists()
