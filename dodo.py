@@ -75,9 +75,11 @@ if _COMMAND == "run":
     atexit.register(timings.print_summary)
     share_cores(sys.argv)  # `doit -n N`: N workers share the cores instead of each taking them all
 
+# (manifest, custom=, project, whether manifest= was given): what the model records are resolved from
+_MANIFEST = (get_var("manifest", "manifests/default.yaml"), get_var("custom", None), ROOT,
+             get_var("manifest", None) is not None)
 try:
-    MODELS = load_models(get_var("manifest", "manifests/default.yaml"), get_var("custom", None), ROOT,
-                         explicit_manifest=get_var("manifest", None) is not None)
+    MODELS = load_models(*_MANIFEST)
     if get_var("shard", None) is not None:  # a CI job's share: deterministic, balanced by model
         MODELS = sharding.select(MODELS, get_var("shard"), kinds.STEPS)
 except UserError as error:
@@ -101,8 +103,7 @@ if _COMMAND == "run" and "assemble" not in sys.argv[1:]:
     if not any(a.startswith(("--db-file", "--backend", "--reporter", "-r")) for a in sys.argv[1:]):
         noop.replay_if_unchanged(noop.run_key(
             str(ROOT), sys.argv[1:], dict(os.environ),
-            manifest_key(get_var("manifest", "manifests/default.yaml"), get_var("custom", None), ROOT,
-                         explicit_manifest=get_var("manifest", None) is not None)[0],
+            manifest_key(*_MANIFEST)[0],
             installed(), TENSORRT, DALI))
 
 
