@@ -1,6 +1,7 @@
 """Shared by the bench scripts: a throw-away copy of the project and a wall-clock timer."""
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import statistics
@@ -18,7 +19,9 @@ COPIED = ("dodo.py", "pipeline", "manifests", "models/README.md", "pytorch_model
 
 
 def scratch_project() -> Path:
-    root = Path(tempfile.mkdtemp(prefix="bench-")) / "proj"
+    scratch = Path(tempfile.mkdtemp(prefix="bench-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)  # up to ~2 GB of builds; never left behind
+    root = scratch / "proj"
     for rel in COPIED:
         src, dst = REPO / rel, root / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
