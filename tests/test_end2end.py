@@ -142,6 +142,78 @@ def test_verification_record_written_beside_the_artifact(built):
     assert v["score_threshold_0"]["detections"] == [300, 300]
 
 
+def test_the_end2end_check_proves_the_backbone_and_runs_only_the_head(built):
+    """The build's check cuts the End2End graph into the raw graph (proved identical) and an appended head.
+    That cut is faithful: the head run on the raw graph's outputs gives what the whole graph gives."""
+    import onnx
+
+    from pipeline.tooling.efficient_nms import cpu_session
+    from pipeline.tooling.onnx_tools import appended_head, run as run_onnx
+
+    for name in ("street", "single"):
+        raw = onnx.load(str(built.path(f"models/{name}/1/model.onnx")))
+        full = onnx.load(str(built.path(f"models/{name}_end2end/1/model.onnx")))
+        head = appended_head(full, raw)
+        assert [n.op_type for n in head.graph.node] == (["Transpose", "Split", "Mul", "EfficientNMS_TRT"]
+                                                        if name == "street" else
+                                                        ["Transpose", "Split", "EfficientNMS_TRT"])
+        x = images(batch=2, seed=11)
+        (raw_out,) = run_onnx(built.path(f"models/{name}/1/model.onnx"), {"images": x})
+        for a, b in zip(cpu_session(head).run(None, {"output0": raw_out}), e2e(built, name, x)):
+            assert np.array_equal(a, b)
+    rec = json.loads(built.path("models/street_end2end/1/model.onnx.verification.json").read_text())
+    assert rec["verification"]["backbone"] == "the raw graph, node for node and weight for weight"
+
+
+def _damage(model, how):
+    """A copy of `model` with one difference in its backbone (or its head reading inside the backbone)."""
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    conv = [n for n in g.node if n.op_type == "Conv"][1]  # not the first: that one reads the input already
+    if how == "weight":  # one byte of one weight
+        t = next(t for t in g.initializer if len(t.raw_data) > 100)
+        data = bytearray(t.raw_data)
+        data[50] ^= 1
+        t.raw_data = bytes(data)
+    elif how == "attribute":
+        strides = next(a for a in conv.attribute if a.name == "strides")
+        strides.ints[:] = [3 - v for v in strides.ints]  # 1 <-> 2
+    elif how == "wiring":
+        conv.input[0] = g.input[0].name
+    elif how == "removed":
+        act = next(n for n in g.node if n.op_type == "Sigmoid")
+        consumers = [n for n in g.node if act.output[0] in n.input]
+        for n in consumers:
+            n.input[list(n.input).index(act.output[0])] = act.input[0]
+        g.node.remove(act)
+    elif how == "input":
+        g.input[0].type.tensor_type.shape.dim[2].dim_value += 32
+    elif how == "head_reads_inside":
+        transpose = next(n for n in g.node if n.op_type == "Transpose" and n.name.startswith("e2e/"))
+        producer = next(n for n in g.node if model.graph.output[0].name in n.output)
+        transpose.input[0] = producer.input[0]
+    return m
+
+
+@pytest.mark.parametrize("how", ["weight", "attribute", "wiring", "removed", "input", "head_reads_inside"])
+def test_the_end2end_check_refuses_a_graph_whose_backbone_is_not_the_raw_graph(built, tmp_path, how):
+    import onnx
+
+    from pipeline.builders.end2end_onnx import check_against_reference
+    from pipeline.engine.errors import UserError
+
+    raw_path = built.path("models/street/1/model.onnx")
+    raw = onnx.load(str(raw_path))
+    damaged = tmp_path / "model.onnx"
+    onnx.save(_damage(onnx.load(str(built.path("models/street_end2end/1/model.onnx"))), how), str(damaged))
+    settings = dict(topk=300, iou=0.7, conf=0.25, normalize_boxes=True, class_agnostic=False, imgsz=IMGSZ)
+    with pytest.raises(UserError, match="does not contain the raw graph exactly"):
+        check_against_reference(raw_path, raw, damaged, settings, "street")
+
+
 def test_fp16_graphs_run_and_stay_close_to_fp32(built):
     """FP16 input, FP32 outputs; measured against FP32 on a detecting model (thresholds stated here)."""
     import onnx

@@ -7,8 +7,8 @@
 Made from the raw ONNX artifact rather than by re-tracing PyTorch, so the End2End graph contains exactly
 the checked raw graph. The same surgery serves the FP32 graph (served by Triton) and the FP16 graph
 (compiled by TensorRT): NMS always sees FP32, so its outputs are FP32 whatever the backbone runs in.
-onnxruntime cannot run EfficientNMS_TRT; the check runs a copy through onnxruntime-extensions with
-the project's NumPy reference of the plugin (tooling/efficient_nms.py).
+onnxruntime cannot run EfficientNMS_TRT; the check runs the appended part through onnxruntime-extensions
+with the project's NumPy reference of the plugin (tooling/efficient_nms.py).
 
 The node is in the default ONNX domain, which both consumers accept: onnxruntime validates it against
 the schema of its TensorRT execution provider's contrib op (and runs it only with that provider, which
@@ -83,19 +83,25 @@ def build(ctx: StepContext) -> dict:
     raw = onnx.load(str(ctx.input("onnx")))
     nms = {k: ctx.param(k) for k in NMS_PARAMS}
     onnx_tools.finish(add_efficient_nms(raw, **nms), ctx.output())
-    check = check_against_reference(ctx.input("onnx"), ctx.output(), {**nms, "imgsz": ctx.param("imgsz")}, ctx.key)
+    check = check_against_reference(ctx.input("onnx"), raw, ctx.output(), {**nms, "imgsz": ctx.param("imgsz")},
+                                    ctx.key)
     # Served graphs (never class-agnostic: the manifest refuses that) must pass plain onnxruntime's checks.
     schema = "TensorRT only (class_agnostic)" if nms["class_agnostic"] else onnx_tools.onnxruntime_schema(ctx.output())
     return {**check, "onnxruntime": schema, "passed": True}
 
 
-def check_against_reference(raw_path: Path, e2e_path: Path, settings: dict, key: str) -> dict:
-    """The End2End graph (NMS by the reference) must give exactly reference(raw graph's own outputs).
+def check_against_reference(raw_path: Path, raw, e2e_path: Path, settings: dict, key: str) -> dict:
+    """The End2End graph (NMS by the reference) must give exactly reference(raw graph's outputs).
+
+    Proved in two exact parts, on the file as written: its backbone is the raw graph itself (the same
+    inputs, every node and every weight byte for byte: onnx_tools.appended_head), and its appended head
+    (Cast, Transpose, Split, normalisation, EfficientNMS_TRT), cut out and run in onnxruntime on the raw
+    graph's outputs, gives exactly what the reference gives on them. The raw graph's outputs on these
+    images come from its own check when that ran in this process, so the backbone is not run twice.
 
     Checked at the manifest's thresholds and once more with score_threshold 0, so that even an untrained
     model (which detects nothing at 0.25) exercises the box/score/class wiring with `topk` detections.
-    Both in one run of the End2End graph: its copy carries a twin of the NMS node at threshold 0. The
-    raw graph's outputs on these images come from its own check when that ran in this process.
+    Both in one run of the head: its copy carries a twin of the NMS node at threshold 0.
     """
     import numpy as np
     import onnx
@@ -103,17 +109,23 @@ def check_against_reference(raw_path: Path, e2e_path: Path, settings: dict, key:
     from ..tooling.efficient_nms import cpu_session, efficient_nms
 
     e2e = onnx.load(str(e2e_path))
-    dtype = onnx_tools.input_dtype(e2e)  # the raw graph's too: the End2End graph keeps its input
+    try:
+        head = onnx_tools.appended_head(e2e, raw)
+    except ValueError as e:
+        raise UserError(f"the End2End graph does not contain the raw graph exactly: {e}", key=key,
+                        fix="report this; the raw ONNX is unaffected") from None
+    dtype = onnx_tools.input_dtype(raw)  # the End2End graph's too: the same inputs, checked just above
     imgsz = settings["imgsz"]
     x = yolo.verification_images(2, imgsz).numpy().astype(dtype)
-    pred = onnx_tools.run(raw_path, {"images": x})[0].astype(np.float32).transpose(0, 2, 1)
+    (raw_out,) = onnx_tools.run(raw_path, {"images": x})
+    pred = raw_out.astype(np.float32).transpose(0, 2, 1)
     boxes, scores = pred[..., :4], pred[..., 4:]
     if settings["normalize_boxes"]:
         boxes = boxes * np.array([1 / imgsz] * 4, np.float32)
     thresholds = {"manifest_thresholds": ("", settings["conf"]), "score_threshold_0": ("/score_threshold_0", 0.0)}
-    _add_twin(e2e, *thresholds["score_threshold_0"])
+    _add_twin(head, *thresholds["score_threshold_0"])
     names = [name + suffix for suffix, _ in thresholds.values() for name in OUTPUTS]
-    results = dict(zip(names, cpu_session(e2e).run(names, {"images": x})))
+    results = dict(zip(names, cpu_session(head).run(names, {raw.graph.output[0].name: raw_out})))
     report = {}
     for label, (suffix, conf) in thresholds.items():
         got = [results[name + suffix] for name in OUTPUTS]
@@ -125,6 +137,7 @@ def check_against_reference(raw_path: Path, e2e_path: Path, settings: dict, key:
             raise UserError(f"the End2End graph's detections differ from the EfficientNMS reference applied to "
                             f"the raw graph ({label})", key=key, fix="report this; the raw ONNX is unaffected")
     return {"compared_with": "NumPy EfficientNMS_TRT reference on the raw graph's outputs (onnxruntime)",
+            "backbone": "the raw graph, node for node and weight for weight",
             "batch": 2, "input": f"uniform random [0,1], seed 0, {imgsz}x{imgsz}", **report}
 
 

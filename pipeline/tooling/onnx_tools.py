@@ -161,6 +161,83 @@ def export_like(graph, like):
     return out
 
 
+def appended_head(full, base):
+    """The part of `full` that was appended to `base`, as a graph of its own whose inputs are `base`'s outputs.
+
+    `full` must contain `base` exactly: the same graph inputs, every node of `base` (operator, domain,
+    wiring, attributes) and every weight byte for byte. Running the returned head on `base`'s outputs
+    then computes what `full` computes on `base`'s inputs. ValueError names the first difference, or a
+    head node that reads a tensor from inside `base`."""
+    from collections import Counter
+
+    from onnx import helper
+
+    fg, bg = full.graph, base.graph
+    if [(v.name, v.type.SerializeToString()) for v in fg.input] != \
+            [(v.name, v.type.SerializeToString()) for v in bg.input]:
+        raise ValueError("its inputs are not those of the graph it was made from")
+    unmatched = Counter(_node_key(n) for n in bg.node)
+    head = []
+    for node in fg.node:
+        key = _node_key(node)
+        if unmatched[key]:
+            unmatched[key] -= 1
+        else:
+            head.append(node)
+    missing = [k for k, n in unmatched.items() if n]
+    if missing:
+        op, _, inputs, outputs, _ = missing[0]
+        raise ValueError(f"{len(missing)} node(s) of the graph it was made from are missing or changed "
+                         f"(first: {op} {list(inputs)} -> {list(outputs)})")
+    weights = {t.name: t for t in fg.initializer}
+    for t in bg.initializer:
+        if t.name not in weights or not _same_tensor(weights[t.name], t):
+            raise ValueError(f"the weight '{t.name}' differs from the graph it was made from")
+    base_weights = {t.name for t in bg.initializer}
+    head_weights = [t for name, t in weights.items() if name not in base_weights]
+    available = {v.name for v in bg.output} | {t.name for t in head_weights} | {""}
+    for node in head:
+        inside = [name for name in node.input if name not in available]
+        if inside:
+            raise ValueError(f"the appended node {node.name or node.op_type} reads '{inside[0]}' from inside the "
+                             "graph it was made from (only its outputs may be read)")
+        available.update(node.output)
+    graph = helper.make_graph(head, fg.name + "/appended", list(bg.output), list(fg.output), head_weights)
+    return helper.make_model(graph, opset_imports=list(full.opset_import), ir_version=full.ir_version)
+
+
+def _node_key(node) -> tuple:
+    """What a node computes and how it is wired; its name and doc string change nothing."""
+    return (node.op_type, node.domain, tuple(node.input), tuple(node.output),
+            tuple(sorted((a.name, _attribute_key(a)) for a in node.attribute)))
+
+
+def _attribute_key(attribute):
+    import onnx
+    from onnx import helper
+
+    value = helper.get_attribute_value(attribute)
+    values = value if isinstance(value, list) else [value]
+    out = []
+    for v in values:
+        if isinstance(v, onnx.TensorProto):
+            v = (v.data_type, tuple(v.dims), _tensor_bytes(v))
+        elif isinstance(v, (onnx.GraphProto, onnx.TypeProto, onnx.SparseTensorProto)):
+            v = v.SerializeToString(deterministic=True)
+        out.append(v)
+    return (attribute.type, tuple(out))
+
+
+def _tensor_bytes(tensor) -> bytes:
+    from onnx import numpy_helper
+
+    return tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
+
+
+def _same_tensor(a, b) -> bool:
+    return a.data_type == b.data_type and list(a.dims) == list(b.dims) and _tensor_bytes(a) == _tensor_bytes(b)
+
+
 def convert_fp16(model, keep_io_types, node_block_list=None):
     """onnxruntime's float16 converter (the onnxconverter-common code shipped inside onnxruntime), then
     topological order (it appends the Casts it inserts at the end of the node list) and the source's IR
