@@ -62,7 +62,7 @@ def test_outputs_exactly_as_documented(built):
 
     path = built.path("models/street_end2end/1/model.onnx")
     model = onnx.load(str(path))
-    check(path)  # onnx.checker + strict shape inference, the plugin node in a custom domain
+    check(path)  # onnx.checker + strict shape inference, the plugin node against TensorRT's interface
     # Plain onnxruntime, as Triton's onnxruntime backend first does: the schema is valid, only the CPU kernel
     # is missing (the TensorRT execution provider runs it).
     with pytest.raises(Exception, match="NOT_IMPLEMENTED.*Could not find an implementation for EfficientNMS_TRT"):
@@ -140,6 +140,34 @@ def test_verification_record_written_beside_the_artifact(built):
     v = rec["verification"]
     assert v["passed"] and v["manifest_thresholds"]["identical"] and v["score_threshold_0"]["identical"]
     assert v["score_threshold_0"]["detections"] == [300, 300]
+
+
+@pytest.mark.parametrize("damage", ["unknown attribute", "mistyped attribute", "missing required attribute",
+                                    "wrong output type", "three outputs"])
+def test_the_checker_holds_the_plugin_node_to_tensorrts_interface(built, damage):
+    """Every End2End graph is checked with EfficientNMS_TRT's interface as TensorRT declares it: a node
+    TensorRT's parser would refuse (or misread) fails the build's check here."""
+    import onnx
+
+    from pipeline.tooling.onnx_tools import check
+
+    model = onnx.load(str(built.path("models/street_end2end/1/model.onnx")))
+    check(model)
+    node = next(n for n in model.graph.node if n.op_type == "EfficientNMS_TRT")
+    attrs = {a.name: a for a in node.attribute}
+    if damage == "unknown attribute":
+        node.attribute.append(onnx.helper.make_attribute("iou", 0.7))
+    elif damage == "mistyped attribute":
+        attrs["max_output_boxes"].CopyFrom(onnx.helper.make_attribute("max_output_boxes", 300.0))
+    elif damage == "missing required attribute":
+        node.attribute.remove(attrs["box_coding"])
+    elif damage == "wrong output type":
+        model.graph.output[2].type.tensor_type.elem_type = onnx.TensorProto.INT32  # det_scores
+    else:
+        del node.output[3]
+        del model.graph.output[3]
+    with pytest.raises((onnx.checker.ValidationError, onnx.shape_inference.InferenceError)):
+        check(model)
 
 
 def test_the_end2end_check_proves_the_backbone_and_runs_only_the_head(built):

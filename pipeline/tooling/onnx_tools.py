@@ -88,8 +88,8 @@ def set_metadata(model, meta: dict[str, str], replace: bool = True) -> None:
 
 
 # TensorRT plugins that our graphs carry, in the default ONNX domain: onnxruntime knows their schema (a
-# contrib op of its TensorRT execution provider) but has no CPU kernel for them; onnx's checker knows
-# neither; TensorRT's ONNX parser finds the plugin by op type, whatever the domain.
+# contrib op of its TensorRT execution provider) but has no CPU kernel for them; TensorRT's ONNX parser
+# finds the plugin by op type, whatever the domain; onnx's checker knows them once registered below.
 TENSORRT_ONLY_OPS = frozenset({"EfficientNMS_TRT"})
 
 
@@ -105,30 +105,42 @@ def finish(model, path: Path, like=None) -> None:
 
 def check(graph, data: bytes | None = None) -> None:
     """onnx.checker with strict shape inference, of a saved graph (path) or the ModelProto just saved (and
-    its serialized bytes, when at hand). A TensorRT-only node is checked in a custom domain (the checker
-    skips those; in the default domain it would refuse an op it does not know), then put back."""
+    its serialized bytes, when at hand). A TensorRT plugin node is checked against the plugin's interface
+    (register_tensorrt_schemas): its attribute names and types, its inputs and its output types."""
     import onnx
 
+    register_tensorrt_schemas()
     if not isinstance(graph, onnx.ModelProto):
         graph = onnx.load(str(graph))
-    if not _plugins(graph):
-        onnx.checker.check_model(data if data is not None else graph, full_check=True)
+    onnx.checker.check_model(data if data is not None else graph, full_check=True)
+
+
+def register_tensorrt_schemas() -> None:
+    """Teach onnx's checker and shape inference (this process only) TensorRT's EfficientNMS_TRT, version 1,
+    as TensorRT declares it (plugin/efficientNMSPlugin/EfficientNMSPlugin_PluginConfig.yaml): inputs boxes,
+    scores and optional anchors of one float type T; outputs num_detections (int32), detection_boxes and
+    detection_scores (T), detection_classes (int32); the plugin's seven attributes with their types and
+    required ones, plus the ONNX parser's plugin_version and plugin_namespace. An unknown or mistyped
+    attribute, a missing required one or a wrong output type is then a checker error."""
+    from onnx import defs
+
+    if defs.has("EfficientNMS_TRT", ""):
         return
-    plugins = [(node, node.domain) for node in _plugins(graph)]  # in the custom domain for the check only
-    try:
-        for node, _ in plugins:
-            node.domain = "trt.plugins"
-        graph.opset_import.append(onnx.helper.make_opsetid("trt.plugins", 1))
-        onnx.checker.check_model(graph, full_check=True)
-    finally:
-        for node, domain in plugins:
-            node.domain = domain
-        if graph.opset_import and graph.opset_import[-1].domain == "trt.plugins":
-            del graph.opset_import[-1]
-
-
-def _plugins(model) -> list:
-    return [n for n in model.graph.node if n.op_type in TENSORRT_ONLY_OPS and n.domain in ("", "ai.onnx")]
+    schema, param = defs.OpSchema, defs.OpSchema.FormalParameter
+    optional = defs.OpSchema.FormalParameterOption.Optional
+    kinds = {"float": schema.AttrType.FLOAT, "int": schema.AttrType.INT, "string": schema.AttrType.STRING}
+    attributes = [("score_threshold", "float", True), ("iou_threshold", "float", True), ("max_output_boxes", "int", True),
+                  ("background_class", "int", True), ("score_activation", "int", True), ("box_coding", "int", True),
+                  ("class_agnostic", "int", False), ("plugin_version", "string", False),
+                  ("plugin_namespace", "string", False)]
+    defs.register_schema(schema(
+        "EfficientNMS_TRT", "", 1, "TensorRT's EfficientNMS plugin (runs only in TensorRT or onnxruntime's TensorRT "
+                                   "execution provider)",
+        inputs=[param("boxes", "T"), param("scores", "T"), param("anchors", "T", param_option=optional)],
+        outputs=[param("num_detections", "tensor(int32)"), param("detection_boxes", "T"),
+                 param("detection_scores", "T"), param("detection_classes", "tensor(int32)")],
+        type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "boxes, scores and anchors")],
+        attributes=[schema.Attribute(name, kinds[kind], "", required=required) for name, kind, required in attributes]))
 
 
 def onnxruntime_schema(path: Path) -> str:
