@@ -21,7 +21,7 @@ REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 
 
 def main() -> None:
-    from pipeline.families.yolo import configure
+    from pipeline.families.ultralytics import configure
     configure()
     from ultralytics import YOLO
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(REPO))
 
 
 def main() -> None:
-    from pipeline.families.yolo import configure
+    from pipeline.families.ultralytics import configure
     configure()
     import numpy as np
     import onnxruntime as ort
@@ -44,7 +44,8 @@ def main() -> None:
 
     from pipeline.builders.raw_onnx import export
     from pipeline.engine.context import StepContext
-    from pipeline.families import yolo
+    from pipeline.families.ultralytics import RAW_GRAPH
+    from pipeline.families.yolo11 import FAMILY as yolo
     from pipeline.tooling import onnx_tools
     import json
     rec = json.loads((proj / "pytorch_models/bench_s.checkpoint.json").read_text())
@@ -52,11 +53,12 @@ def main() -> None:
     for _ in range(2):
         out = proj / "inproc.onnx"
         ctx = StepContext(task="bench", inputs={"checkpoint": pt}, outputs={"onnx": out}, tmp={out: out},
-                          params={"imgsz": 640, "opset": 17, "untrained": False}, key="bench")
+                          params={"imgsz": 640, "opset": 17, "untrained": False, "head": "anchors",
+                                  "trust_checkpoint": False}, key="bench", uses={"family": "pipeline.families.yolo11:FAMILY"})
         t = time.perf_counter(); export(ctx); warm["ours"] = time.perf_counter() - t
         t = time.perf_counter()
-        ready, dims, meta = yolo.export_ready(yolo.load_detection_model(pt, "bench"), 640)
-        onnx_tools.export_torch(ready, (torch.zeros(1, 3, 640, 640),), yolo.RAW_GRAPH, out, opset=17,
+        ready, dims, meta = yolo.export_ready(yolo.load(pt, "bench"), 640)
+        onnx_tools.export_torch(ready, (torch.zeros(1, 3, 640, 640),), RAW_GRAPH, out, opset=17,
                                 fixed_dims={"output0": dims}, metadata=meta)
         warm["ours_export_only"] = time.perf_counter() - t
         t = time.perf_counter()

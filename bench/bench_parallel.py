@@ -21,7 +21,7 @@ WORKERS = [int(v) for v in os.environ.get("BENCH_WORKERS", "1,2,4").split(",")]
 
 
 def main() -> None:
-    from pipeline.families.yolo import configure
+    from pipeline.families.ultralytics import configure
     configure()
     from ultralytics import YOLO
 

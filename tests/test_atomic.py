@@ -16,7 +16,7 @@ ONNX = "models/smoke_yolo11n/1/model.onnx"
 
 def test_failed_verification_leaves_no_target(project):
     # Make the parity check impossible to pass, as a broken exporter would.
-    code = project.path("pipeline/families/yolo.py")
+    code = project.path("pipeline/families/ultralytics.py")
     code.write_text(code.read_text().replace("SCORE_TOL = 1e-4", "SCORE_TOL = -1.0"))
     run = project.doit("manifest=manifests/smoke.yaml", "onnx:smoke_yolo11n")
     assert run.rc != 0
@@ -29,7 +29,7 @@ def test_failed_verification_leaves_no_target(project):
 
 def test_failed_rebuild_removes_the_stale_target(project):
     assert project.doit("manifest=manifests/smoke.yaml", "onnx:smoke_yolo11n").rc == 0
-    code = project.path("pipeline/families/yolo.py")
+    code = project.path("pipeline/families/ultralytics.py")
     code.write_text(code.read_text().replace("SCORE_TOL = 1e-4", "SCORE_TOL = -1.0"))
     assert project.doit("manifest=manifests/smoke.yaml", "onnx:smoke_yolo11n").rc != 0
     assert not project.path(ONNX).exists()  # not the old graph, which no longer matches its recipe

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPORTS, Project, make_project
+from helpers.project import REPORTS, Project, make_project
 from test_bad_input import MANIFEST_CASES, check_paragraph
 
 pytestmark = pytest.mark.slow
@@ -100,7 +100,7 @@ def test_legitimate_checkpoints_load_under_the_allowlist(trained, checkpoints, t
     import torch
     from ultralytics import YOLO
 
-    from pipeline.families import yolo
+    from pipeline.families.yolo11 import FAMILY as yolo11
 
     files = {"trained (best.pt)": trained, "trained (last.pt)": trained.with_name("last.pt"),
              "Model.save() yolo11n": checkpoints["det"]}
@@ -109,12 +109,12 @@ def test_legitimate_checkpoints_load_under_the_allowlist(trained, checkpoints, t
         YOLO(f"{arch}.yaml").save(str(files[f"Model.save() {arch}"]))
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     for what, pt in files.items():
-        safe = yolo.load_detection_model(pt, "k")
-        full = yolo.load_detection_model(pt, "k", trust=True)
+        safe = yolo11.load(pt, "k")
+        full = yolo11.load(pt, "k", trust=True)
         with torch.inference_mode():
             assert torch.equal(safe(x)[0], full(x)[0]), what
         assert dict(safe.names) == dict(full.names), what
-    assert dict(yolo.load_detection_model(trained, "k").names) == {0: "red square", 1: "other thing"}
+    assert dict(yolo11.load(trained, "k").names) == {0: "red square", 1: "other thing"}
     REPORTS["legitimate checkpoints loaded weights-only"] = {"files": len(files)}
 
 
@@ -367,7 +367,7 @@ def test_hostile_open_clip_checkpoint_never_runs(tmp_path):
     import torch
 
     from pipeline.engine.errors import UserError
-    from pipeline.families import mobileclip
+    from pipeline.families import mobileclip2 as mobileclip
 
     Path(MARKER.format("clip")).unlink(missing_ok=True)
     torch.save({"state_dict": {}, "extra": Evil("clip")}, tmp_path / "clip.bin")

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import Project, make_project
+from helpers.project import Project, make_project
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, Project, make_project
+from helpers.project import REPO, Project, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def copy(built, tmp_path):
 
 
 def untrained_s2():
-    from pipeline.families.mobileclip import create
+    from pipeline.families.mobileclip2 import create
 
     return create("MobileCLIP2-S2", "untrained", None, None, f"encoders.{S2}")
 
@@ -90,7 +90,7 @@ def test_onnx_matches_the_pytorch_model(built, yolo_env):
     import open_clip
     import torch
 
-    from pipeline.families.mobileclip import QUERIES
+    from pipeline.families.mobileclip2 import QUERIES
     from pipeline.tooling.onnx_tools import run as run_onnx
 
     model = untrained_s2()
@@ -110,20 +110,20 @@ def test_onnx_matches_the_pytorch_model(built, yolo_env):
 
 
 def test_unreparameterized_export_is_caught(built, monkeypatch, tmp_path, yolo_env):
-    import pipeline.families.mobileclip as C
+    import pipeline.families.mobileclip2 as C
     from pipeline.builders.encoder_onnx import export
     from pipeline.engine.context import StepContext
 
     with pytest.raises(RuntimeError, match="not reparameterized.*MobileOneBlock"):
         C.assert_reparameterized(untrained_s2())
     assert C.assert_reparameterized(C.reparameterized(untrained_s2())) < 1750
-    monkeypatch.setattr(C, "reparameterized", lambda model: model)  # an exporter that forgets
+    monkeypatch.setattr(C.MobileClip2, "reparameterized", staticmethod(lambda model: model))  # an exporter that forgets
     out = tmp_path / "x.onnx"
     ctx = StepContext(task="test", inputs={"clip_record": built.path(f"pytorch_models/{S2}.clip.json")},
                       outputs={"onnx": out}, tmp={out: out}, key=f"encoders.{S2}",
                       params={"opset": 17, "role": "image", "clip_model": "MobileCLIP2-S2",
                               "weights_source": "untrained", "weights": None, "download_dir": None,
-                              "trust_checkpoint": False})
+                              "trust_checkpoint": False}, uses={"family": "pipeline.families.mobileclip2:FAMILY"})
     with pytest.raises(RuntimeError, match="not reparameterized"):
         export(ctx)
     assert not out.exists()

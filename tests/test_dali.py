@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import Project, make_project
+from helpers.project import Project, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -77,10 +77,10 @@ def ultralytics_input(data: bytes):
     decoding, EXIF applied, alpha dropped; LetterBox; RGB, CHW, /255)."""
     import cv2
 
-    from pipeline.builders.dali_pipeline import ultralytics_letterbox
+    from pipeline.families.yolo11 import FAMILY
 
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    return ultralytics_letterbox(bgr, IMGSZ), bgr.shape[:2]
+    return FAMILY.letterbox(bgr, IMGSZ), bgr.shape[:2]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def twin(dali_site):
 
 
 def test_the_cpu_twin_letterboxes_like_ultralytics(twin):
-    from pipeline.builders.dali_pipeline import run_twin
+    from pipeline.tooling.dali_preprocess import run_twin
 
     cases = encoded_cases()
     images, infos = run_twin(twin, [np.frombuffer(b, np.uint8) for b in cases.values()])
@@ -110,7 +110,7 @@ def test_the_cpu_twin_letterboxes_like_ultralytics(twin):
         nw, nh = max(round(w * r), 1), max(round(h * r), 1)
         assert np.allclose(info[:4], [nw / w, nh / h, round((IMGSZ - nw) / 2 - 0.1), round((IMGSZ - nh) / 2 - 0.1)])
     assert report["exif-rotated.jpg"] <= 1.0
-    from conftest import REPORTS
+    from helpers.project import REPORTS
     REPORTS["DALI CPU twin vs Ultralytics LetterBox: mean |diff| in grey levels"] = report
 
 
@@ -120,7 +120,7 @@ def test_the_encoder_branch_preprocesses_like_open_clip(dali_site):
     from PIL import Image, ImageOps
 
     sys.path.append(str(dali_site))
-    from pipeline.builders.dali_pipeline import run_twin
+    from pipeline.tooling.dali_preprocess import run_twin
     from pipeline.tooling import dali_preprocess as D
 
     clip = {"size": 256, "dtype": "FP32", "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # MobileCLIP2-S2's
@@ -136,7 +136,7 @@ def test_the_encoder_branch_preprocesses_like_open_clip(dali_site):
         diff = np.abs(x - want) * 255
         report[name] = round(float(diff.mean()), 3)
         assert diff.mean() <= 0.5 and diff.max() <= 1.01, (name, diff.mean(), diff.max())
-    from conftest import REPORTS
+    from helpers.project import REPORTS
     REPORTS["Track E encoder branch vs open_clip's transform: mean |diff| in grey levels"] = report
 
 
@@ -163,7 +163,7 @@ def project(tmp, formats, ckpt, norm="true", search=False) -> Project:
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory, yolo_env):
-    from detecting import make_detecting_checkpoint
+    from helpers.detecting import make_detecting_checkpoint
 
     d = tmp_path_factory.mktemp("det")
     # a moderate bias: a few to a few dozen boxes per image, not a carpet of overlapping ones
@@ -183,7 +183,7 @@ def built(tmp_path_factory, detector, dali_site):
 
 def test_without_tensorrt_the_onnx_ensemble_builds_and_the_plan_ensemble_is_skipped(built):
     proj, run, env = built
-    assert "skipping 1 TensorRT plan(s) and the DALI ensembles feeding them" in run.err, run.err
+    assert "skipping 1 TensorRT plan(s) and 1 folder(s) made of them (dali_trt_end2end)" in run.err, run.err
     for folder in ("det_dali_end2end", "det_dali_end2end_preprocess", "det_dali_end2end_postprocess", "det_end2end",
                    "search", "search_preprocess", "search_postprocess", "clip_image_encoder_onnx"):
         assert proj.path(f"models/{folder}/config.pbtxt").is_file(), folder
@@ -251,7 +251,7 @@ def in_process(proj, files):
     -> the box-mapping graph, all run here."""
     import onnx
 
-    from pipeline.builders.dali_pipeline import run_twin
+    from pipeline.tooling.dali_preprocess import run_twin
     from pipeline.tooling import dali_preprocess as D
     from pipeline.tooling.efficient_nms import cpu_session
     from pipeline.tooling.onnx_tools import run
@@ -300,7 +300,7 @@ def match(got, want, tol_px):
 @pytest.fixture(scope="module")
 def served(built, tmp_path_factory):
     """The built repository in the real Triton; the TensorRT folders (no plans here) left out."""
-    from triton_harness import TritonServer
+    from helpers.triton_harness import TritonServer
 
     proj, _, _ = built
     work = tmp_path_factory.mktemp("served")
@@ -367,7 +367,7 @@ def test_the_ensemble_answers_in_original_pixels_like_predict(built, served, det
         report[f.name] = {"within_1px": f"{n}/{len(want[f.name][0])}", "ensemble": len(got[0]), "worst_px": round(worst, 4)}
         found, total = found + n, total + len(want[f.name][0])
         assert abs(len(got[0]) - len(want[f.name][0])) <= max(1, len(want[f.name][0]) // 20), (f.name, report[f.name])
-    from conftest import REPORTS
+    from helpers.project import REPORTS
     REPORTS["Track D ensemble in Triton vs YOLO.predict (unresized images)"] = report
     assert total >= 100 and found >= 0.97 * total, (found, total, report)  # the model really detects
 
@@ -390,7 +390,7 @@ def test_on_resized_images_the_ensemble_agrees_with_predict_at_the_models_resolu
                           "worst_model_px": round(worst / px, 3)}
         found, total = found + n, total + len(want[f.name][0])
         assert abs(len(got[0]) - len(want[f.name][0])) <= max(1, len(want[f.name][0]) // 10), (f.name, report[f.name])
-    from conftest import REPORTS
+    from helpers.project import REPORTS
     REPORTS["Track D vs YOLO.predict on resized images"] = report
     assert total >= 100 and found >= 0.9 * total, (found, total, report)
 
@@ -406,7 +406,7 @@ def test_the_search_ensemble_answers_detections_and_embeddings_from_one_decode(b
 
     proj, _, _ = built
     sys.path.append(str(dali_site))
-    from pipeline.builders.dali_pipeline import run_twin
+    from pipeline.tooling.dali_preprocess import run_twin
     from pipeline.tooling import dali_preprocess as D
     from pipeline.tooling.onnx_tools import run
 
@@ -461,7 +461,7 @@ def test_the_tensorrt_ensemble_chain_in_triton_with_its_plan_stood_in_by_the_fp1
 
     from pipeline.builders.triton_config import build_config, triton_io
     from pipeline.tooling.onnx_tools import graph_io
-    from triton_harness import TritonServer
+    from helpers.triton_harness import TritonServer
 
     proj, _, env = built
     run = proj.doit("manifest=manifests/m.yaml", "config:det_dali_trt_end2end", "config:det_dali_trt_end2end_preprocess",

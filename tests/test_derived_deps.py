@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, DoitRun, Project, make_project
+from helpers.project import REPO, DoitRun, Project, make_project
 
 sys.path.insert(0, str(REPO))
 
-from pipeline.declarations import kinds  # noqa: E402
+from pipeline.declarations.dag import all_steps  # noqa: E402
 from pipeline.engine import codedeps  # noqa: E402
 
 PACKAGE = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "pipeline").rglob("*.py"))
@@ -77,7 +77,7 @@ ensembles:
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
-    from pipeline.declarations.manifest import resolve
+    from pipeline.declarations.manifest.records import resolve
 
     d = tmp_path_factory.mktemp("decl")
     (d / "mine.pt").write_bytes(b"x")
@@ -88,7 +88,7 @@ def records(tmp_path_factory):
 
 # ---------------------------------------------------------------- fast: every declaration, no torch
 def test_every_declaration_names_a_builder_that_reads_only_what_it_declares(records):
-    for step in kinds.STEPS:
+    for step in all_steps():
         assert step.module.startswith("pipeline.builders."), step.builder
         fn = builder_function(step)
         reads = literal_reads(fn)
@@ -107,20 +107,22 @@ def test_every_declaration_names_a_builder_that_reads_only_what_it_declares(reco
 
 def test_no_builder_imports_another_builder_and_closures_are_complete():
     idx = codedeps.index()
-    for step in kinds.STEPS:
+    for step in all_steps():
         closure = idx.closure(step.module)
         others = [m for m in closure if m.startswith("pipeline.builders.") and m not in (step.module,)
                   and m != "pipeline.builders"]
         assert others == [], (step.builder, others)
-        assert not any(m.startswith(("pipeline.declarations.kinds", "pipeline.engine.runner", "pipeline.commands"))
-                       for m in closure), (step.builder, closure)
+        assert not any(m.startswith(("pipeline.declarations", "pipeline.engine.runner", "pipeline.commands",
+                                     "pipeline.families")) for m in closure), (step.builder, closure)
     # what the closure must hold, from what each builder plainly uses
     code = lambda b: set(idx.code(b))  # noqa: E731
-    assert {"pipeline/tooling/onnx_tools.py", "pipeline/families/yolo.py",
-            "pipeline/tooling/efficient_nms.py"} <= code("pipeline.builders.end2end_onnx")
+    assert {"pipeline/tooling/onnx_tools.py", "pipeline/tooling/efficient_nms.py"} <= code("pipeline.builders.end2end_onnx")
     assert "pipeline/tooling/onnx_tools.py" in code("pipeline.builders.encoder_trt_onnx")
-    assert "pipeline/families/yolo.py" in code("pipeline.builders.raw_onnx")
-    tools = idx.tools("pipeline.builders.raw_onnx")
+    # a step's code is its builder's and its family's: never another family's
+    from pipeline.declarations.steps.graphs import EXPORT_ONNX
+    step_code, tools = EXPORT_ONNX.derived({"family": "pipeline.families.yolo11:FAMILY"})
+    assert {"pipeline/families/yolo11.py", "pipeline/families/ultralytics.py", "pipeline/builders/raw_onnx.py"} <= set(step_code)
+    assert "pipeline/families/mobileclip2.py" not in step_code
     assert {"torch", "ultralytics", "onnx", "onnxruntime"} <= set(tools) and "rich" not in tools
     assert "tritonclient" in idx.tools("pipeline.builders.triton_config")
     assert "tensorrt" in idx.tools("pipeline.builders.tensorrt_plan")
@@ -181,7 +183,7 @@ def _strings(path: Path):
 
 def test_only_the_layout_module_knows_paths():
     for rel in PACKAGE + ["dodo.py"]:
-        if rel == "pipeline/declarations/layout.py":
+        if rel in ("pipeline/declarations/layout.py", "pipeline/engine/paths.py"):  # artifacts; the engine's own
             continue
         bad = [s for s in _strings(REPO / rel) if re.search(r"pytorch_models|(^|\s)models/|\.pipeline", s)]
         assert bad == [], (rel, bad)
@@ -197,7 +199,7 @@ def test_every_file_a_message_points_at_exists():
 # ---------------------------------------------------------------- slow: real doit runs, runtime truth
 TRACED_DODO = '''\
 """dodo.py plus an import hook: per task, every module of the package its builder imports (test only)."""
-import builtins, json, os, sys
+import builtins, importlib, json, os, sys
 from dodo import *  # noqa: F401,F403  (the real DAG)
 from pipeline.engine import runner
 
@@ -223,11 +225,18 @@ def _traced(builder, ctx):
             seen.update(f"{name}.{f}" for f in (fromlist or ()) if f"{name}.{f}" in sys.modules)
         return mod
 
-    builtins.__import__ = hook
+    import_module = importlib.import_module
+
+    def by_name(name, package=None):  # how the runner imports a builder and ctx.use() a family
+        if name.split(".")[0] == "pipeline":
+            seen.add(name)
+        return import_module(name, package)
+
+    builtins.__import__, importlib.import_module = hook, by_name
     try:
         return _call(builder, ctx)
     finally:
-        builtins.__import__ = real
+        builtins.__import__, importlib.import_module = real, import_module
         with open(os.environ["TRACE_FILE"], "a") as f:
             f.write(json.dumps({"task": ctx.task, "modules": sorted(seen)}) + "\\n")
 
@@ -270,10 +279,8 @@ def place_user_files(proj: Project, checkpoints) -> None:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, checkpoints, dali_site):
-    import trt_standin
+    from helpers import trt_standin
 
-    if not trt_standin.SHARED.is_dir():
-        pytest.skip("../shared/tensorrt-api is not beside the checkout (the TensorRT stand-in needs it)")
     d = tmp_path_factory.mktemp("derived")
     env = trt_standin.install(d / "site-packages", "10.16.1.11", cc="9.0")
     env.update(PIPELINE_CACHE=str(d / "cache"), XDG_CACHE_HOME=str(d / "xdg"), TRACE_FILE=str(d / "trace.jsonl"))
@@ -295,7 +302,7 @@ def built(tmp_path_factory, checkpoints, dali_site):
 def test_every_kind_of_step_ran_under_the_trace(built):
     proj, trace, _ = built
     basenames = {t.split(":")[0] for t in trace}
-    assert basenames == {s.basename for s in kinds.STEPS}, basenames
+    assert basenames == {s.basename for s in all_steps()}, basenames
     # the runtime truth agrees with the static closure: nothing imported at run time is missing from it
     code = {r["task"]: set(r["code"]) for r in proj.recipe_rows()}
     for task, modules in trace.items():
@@ -329,7 +336,7 @@ def test_every_module_changes_exactly_the_tasks_that_depend_on_it(built):
             assert proj.recipes() == base_recipes, rel
         finally:
             path.write_text(original)
-    from conftest import REPORTS
+    from helpers.project import REPORTS
     REPORTS["derived dependencies: tasks made stale by a semantic change, per module"] = report
     assert sum(report.values()) > 0
 

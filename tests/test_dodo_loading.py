@@ -56,7 +56,7 @@ def test_an_invalid_edit_is_never_hidden_by_the_cache(project):
 def test_seed_config_file_example_validates_once_its_paths_exist(project, tmp_path):
     """The seed's models_config.yaml, paths pointed at existing files."""
     sys.path.insert(0, str(project.root))
-    from pipeline.declarations.manifest import resolve
+    from pipeline.declarations.manifest.records import resolve
 
     text = project.path("manifests/models_config.yaml").read_text()
     for name in ("vehicle_yolo11s.pt", "person_yolo11m.pt", "defect_yolo11n.pt"):
@@ -71,7 +71,7 @@ def test_seed_config_file_example_validates_once_its_paths_exist(project, tmp_pa
 
 def test_builtin_sizes_follow_the_seed_table(project):
     sys.path.insert(0, str(project.root))
-    from pipeline.declarations.manifest import resolve
+    from pipeline.declarations.manifest.records import resolve
 
     path = project.write("manifests/all.yaml", "builtins: [nano, small, medium, large, xlarge]\n")
     records = resolve(path, project.root)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from detecting import make_detecting_checkpoint
+from helpers.detecting import make_detecting_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ def detector(tmp_path_factory, yolo_env):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, detector):
-    from conftest import make_project
+    from helpers.project import make_project
     proj = make_project(tmp_path_factory.mktemp("onnx") / "proj")
     proj.write("manifests/m.yaml", f"""\
 defaults: {{formats: [onnx], imgsz: 320}}
@@ -65,7 +65,7 @@ def test_verification_record_beside_the_artifact(built, detector):
     v = rec["verification"]
     assert v["passed"] is True and v["max_abs_box_px"] < 1e-2 and v["max_abs_score"] < 1e-4
     assert rec["untrained"] is False
-    assert rec["params"] == {"imgsz": 320, "opset": 17, "untrained": False, "trust_checkpoint": False}
+    assert rec["params"] == {"imgsz": 320, "opset": 17, "untrained": False, "trust_checkpoint": False, "head": "anchors"}
     import hashlib
     assert rec["inputs"][str(detector)] == hashlib.sha256(detector.read_bytes()).hexdigest()
     out = rec["outputs"]["models/street_v1/1/model.onnx"]

@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO
+from helpers.project import REPO
 
 KEY = "5a" * 32
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import make_project
+from helpers.project import make_project
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def proj(built, tmp_path):
     that no-op's snapshot (pipeline/engine/noop.py), so each test also proves the snapshot hides nothing."""
     dest = tmp_path / "copy"
     shutil.copytree(built.root, dest, symlinks=True)
-    from conftest import Project
+    from helpers.project import Project
     copy = Project(dest)
     noop = copy.doit("manifest=manifests/two.yaml")
     assert noop.rc == 0 and noop.executed == set(), noop.text
@@ -85,6 +85,7 @@ def test_a_building_run_or_a_file_changed_mid_run_leaves_no_snapshot(proj, monke
     from doit.task import Task
 
     from pipeline.engine import noop
+    from pipeline.engine.noop_reporter import SnapshotReporter
     from pipeline.engine.step import params_unchanged
 
     monkeypatch.chdir(proj.root)
@@ -93,7 +94,7 @@ def test_a_building_run_or_a_file_changed_mid_run_leaves_no_snapshot(proj, monke
 
     def call(between=lambda: None, run=False, check=None):
         shutil.rmtree(".pipeline/noop", ignore_errors=True)
-        rep = noop.SnapshotReporter(io.StringIO(), {})
+        rep = SnapshotReporter(io.StringIO(), {})
         t = Task("t:a", [lambda: True], file_dep=[dep], targets=[out], uptodate=[check or params_unchanged({})])
         rep.initialize({"t:a": t}, ["t:a"])
         between()
@@ -215,6 +216,6 @@ def test_state_survives_a_move_with_new_mtimes(proj, tmp_path):
     later = time.time() + 1000
     for p in moved.rglob("*"):
         os.utime(p, (later, later))
-    from conftest import Project
+    from helpers.project import Project
     run = Project(moved).doit("manifest=manifests/two.yaml")
     assert run.rc == 0 and run.executed == set(), run.text

@@ -105,9 +105,9 @@ def test_importing_ultralytics_first_leaves_torch_on_every_core(tmp_path):
     import subprocess
     import sys
 
-    from conftest import REPO, _USER_OMP
+    from helpers.project import REPO, _USER_OMP
 
-    code = ("from pipeline.families.yolo import configure; configure(); import ultralytics, torch; "
+    code = ("from pipeline.families.ultralytics import configure; configure(); import ultralytics, torch; "
             "print(torch.get_num_threads())")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "PIPELINE_THREADS")}
     if _USER_OMP is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detecting import make_detecting_checkpoint
+from helpers.detecting import make_detecting_checkpoint
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.slow]
 
@@ -40,7 +40,7 @@ def built(tmp_path_factory, yolo_env):
     reason = _have_tensorrt_and_gpu()
     if reason:
         pytest.skip(reason)
-    from conftest import make_project
+    from helpers.project import make_project
 
     d = tmp_path_factory.mktemp("trt-real")
     pt = make_detecting_checkpoint(d / "street.pt", ["car", "truck", "bus"], imgsz=IMGSZ)

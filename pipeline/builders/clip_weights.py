@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..engine.hashing import sha256
-from ..families import mobileclip
 
 if TYPE_CHECKING:
     from ..engine.context import StepContext
@@ -18,12 +17,13 @@ if TYPE_CHECKING:
 
 def weights(ctx: StepContext) -> dict:
     """Step builder: fetch/check the weights once; record what clients and later steps need."""
+    family = ctx.use("family")
     import torch
 
     clip_model, source, download_dir = ctx.param("clip_model"), ctx.param("weights_source"), ctx.param("download_dir")
     file = ctx.input("weights") if source == "file" else None
     tag = ctx.param("weights")
-    model = mobileclip.create(clip_model, source, file or tag, download_dir, ctx.key, ctx.param("trust_checkpoint"))
+    model = family.create(clip_model, source, file or tag, download_dir, ctx.key, ctx.param("trust_checkpoint"))
     files = []
     if source == "file":
         files = [file]
@@ -38,4 +38,4 @@ def weights(ctx: StepContext) -> dict:
             "logit_bias": None if bias is None else float(bias.detach()),
             "embed_dim": dim, "context_length": int(model.context_length), "vocab_size": int(model.vocab_size),
             "tokenizer": f"open_clip.get_tokenizer('{clip_model}') (SimpleTokenizer, ships with open_clip)",
-            "preprocessing": mobileclip.preprocessing(clip_model, model)}
+            "preprocessing": family.preprocessing(clip_model, model)}

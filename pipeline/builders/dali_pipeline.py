@@ -36,35 +36,6 @@ def sample_images():
     return out
 
 
-def ultralytics_letterbox(bgr, imgsz: int):
-    """The reference: what Ultralytics' predictor feeds the model (RGB, CHW, [0, 1])."""
-    import numpy as np
-
-    from ..families.yolo import configure
-
-    configure()
-    from ultralytics.data.augment import LetterBox
-
-    img = LetterBox((imgsz, imgsz), auto=False)(image=bgr)
-    return np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1)).astype(np.float32) / 255.0
-
-
-def run_twin(pipe, encoded: list) -> list[list]:
-    """Run a built CPU twin on a list of encoded images: one list of arrays per output."""
-    import numpy as np
-
-    n, batch = len(encoded), pipe.max_batch_size
-    out: list[list] = []
-    for i in range(0, n, batch):
-        chunk = list(encoded[i:i + batch])
-        pipe.feed_input(D.INPUT, chunk)
-        results = pipe.run()
-        out = out or [[] for _ in results]
-        for k, r in enumerate(results):
-            out[k] += [np.array(r[j]) for j in range(len(chunk))]
-    return out
-
-
 def _import_dali():
     try:
         import nvidia.dali
@@ -105,12 +76,12 @@ def _serialize(ctx: StepContext, d: dict) -> dict:
     twin = dali.Pipeline.deserialize(serialized_pipeline=twin_bytes, device_id=None, prefetch_queue_depth=1,
                                      exec_async=False, exec_pipelined=False)
     samples = sample_images()
-    results = run_twin(twin, [enc for enc, _ in samples])
+    results = D.run_twin(twin, [enc for enc, _ in samples])
     io = D.outputs(d)
     diffs = []
     for k, (enc, bgr) in enumerate(samples):
         got, lb = results[0][k], results[1][k]
-        want = ultralytics_letterbox(bgr, d["imgsz"])
+        want = ctx.use("family").letterbox(bgr, d["imgsz"])
         for (name, dtype, dims), value in zip(io, (r[k] for r in results)):
             if list(value.shape) != dims or str(value.dtype) != {"FP16": "float16", "FP32": "float32"}[dtype]:
                 raise RuntimeError(f"the DALI twin's {name} is {value.dtype} {list(value.shape)}, expected {dtype} {dims}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from ..families import mobileclip
 from ..tooling import onnx_tools
 
 if TYPE_CHECKING:
@@ -13,18 +12,19 @@ if TYPE_CHECKING:
 
 def export(ctx: StepContext) -> dict:
     """Step builder: reparameterize, export (dynamic batch), check against the un-reparameterized model."""
+    family = ctx.use("family")
     import torch
 
     role, clip_model, source = ctx.param("role"), ctx.param("clip_model"), ctx.param("weights_source")
     info = json.loads(ctx.input("clip_record").read_text())["verification"]
     weights = ctx.input("weights") if source == "file" else ctx.param("weights")
-    original = mobileclip.create(clip_model, source, weights, ctx.param("download_dir"), ctx.key,
+    original = family.create(clip_model, source, weights, ctx.param("download_dir"), ctx.key,
                                  ctx.param("trust_checkpoint"))
-    deploy = mobileclip.reparameterized(original)
-    modules = mobileclip.assert_reparameterized(deploy)
-    wrap, batches = mobileclip.encoder_io(role, clip_model, info)
+    deploy = family.reparameterized(original)
+    modules = family.assert_reparameterized(deploy)
+    wrap, batches = family.encoder_io(role, clip_model, info)
     reference_model, export_model = wrap(original).eval(), wrap(deploy).eval()
-    spec = mobileclip.GRAPHS[role]
+    spec = family.graphs[role]
     # nn.MultiheadAttention's inference fast path (aten::_native_multi_head_attention) has no ONNX form.
     torch.backends.mha.set_fastpath_enabled(False)
     exported = onnx_tools.export_torch(
@@ -41,7 +41,7 @@ def export(ctx: StepContext) -> dict:
     if role == "text":
         feeds, (want,) = cases[-1]
         got = onnx_tools.run(ctx.output(), feeds)[0]
-        result["queries"] = list(mobileclip.QUERIES)
-        result["similarity"] = mobileclip.similarity_check(got, want)
+        result["queries"] = list(family.queries)
+        result["similarity"] = family.similarity_check(got, want)
     result["passed"] = True
     return result

@@ -7,7 +7,6 @@ import json
 from typing import TYPE_CHECKING
 
 from ..engine.errors import UserError
-from ..families import mobileclip
 from ..tooling import onnx_tools
 
 if TYPE_CHECKING:
@@ -18,6 +17,7 @@ FP16_COS_MIN = 0.999
 
 def trt_graph(ctx: StepContext) -> dict:
     """Step builder: the TensorRT-ready graph, checked against the FP32 ONNX in onnxruntime."""
+    family = ctx.use("family")
     import numpy as np
     import onnx
     import onnx_graphsurgeon as gs
@@ -38,8 +38,8 @@ def trt_graph(ctx: StepContext) -> dict:
         model = onnx_tools.convert_fp16(model, keep_io_types=True)
     onnx_tools.finish(model, ctx.output())
     info = json.loads(ctx.input("clip_record").read_text())["verification"]
-    _, batches = mobileclip.encoder_io(role, info["model"], info)
-    name = mobileclip.GRAPHS[role].inputs[0]
+    _, batches = family.encoder_io(role, info["model"], info)
+    name = family.graphs[role].inputs[0]
     x = batches[-1].numpy()
     want = onnx_tools.run(source, {name: x})[0]
     got = onnx_tools.run(ctx.output(), {name: x.astype(np.int32) if role == "text" else x},

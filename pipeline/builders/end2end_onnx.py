@@ -1,4 +1,4 @@
-"""End2End ONNX: the raw graph + TensorRT's EfficientNMS_TRT, by graph surgery (onnx-graphsurgeon).
+"""End2End ONNX of a head that needs NMS: the raw graph + TensorRT's EfficientNMS_TRT, by graph surgery.
 
     output0 [B, 4+nc, A] -> (Cast fp32) -> Transpose -> Split -> boxes [B,A,4] (cx,cy,w,h; / imgsz when
     normalize_boxes) + scores [B,A,nc] -> EfficientNMS_TRT -> num_dets [B,1] i32, det_boxes [B,K,4] f32
@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..engine.errors import UserError
-from ..families import yolo
 from ..tooling import onnx_tools
 
 if TYPE_CHECKING:
@@ -84,13 +83,13 @@ def build(ctx: StepContext) -> dict:
     nms = {k: ctx.param(k) for k in NMS_PARAMS}
     onnx_tools.finish(add_efficient_nms(raw, **nms), ctx.output())
     check = check_against_reference(ctx.input("onnx"), raw, ctx.output(), {**nms, "imgsz": ctx.param("imgsz")},
-                                    ctx.key)
+                                    ctx.key, ctx.use("family"))
     # Served graphs (never class-agnostic: the manifest refuses that) must pass plain onnxruntime's checks.
     schema = "TensorRT only (class_agnostic)" if nms["class_agnostic"] else onnx_tools.onnxruntime_schema(ctx.output())
     return {**check, "onnxruntime": schema, "passed": True}
 
 
-def check_against_reference(raw_path: Path, raw, e2e_path: Path, settings: dict, key: str) -> dict:
+def check_against_reference(raw_path: Path, raw, e2e_path: Path, settings: dict, key: str, family) -> dict:
     """The End2End graph (NMS by the reference) must give exactly reference(raw graph's outputs).
 
     Proved in two exact parts, on the file as written: its backbone is the raw graph itself (the same
@@ -116,7 +115,7 @@ def check_against_reference(raw_path: Path, raw, e2e_path: Path, settings: dict,
                         fix="report this; the raw ONNX is unaffected") from None
     dtype = onnx_tools.input_dtype(raw)  # the End2End graph's too: the same inputs, checked just above
     imgsz = settings["imgsz"]
-    x = yolo.verification_images(2, imgsz).numpy().astype(dtype)
+    x = family.verification_images(family.verify_batch, imgsz).numpy().astype(dtype)
     (raw_out,) = onnx_tools.run(raw_path, {"images": x})
     pred = raw_out.astype(np.float32).transpose(0, 2, 1)
     boxes, scores = pred[..., :4], pred[..., 4:]

@@ -6,35 +6,25 @@ converter, shipped inside the onnxruntime we already pin), on the checked FP32 g
   coordinates near 640 px have a resolution of 0.5 px;
 * ModelOpt AutoCast: its `[onnx]` extra pins an older onnx and onnxruntime-gpu;
 * onnxconverter-common itself: the same code, one more dependency.
-The converter itself is shared ONNX tooling (tooling/onnx_tools.py); what is YOLO-specific is here.
-The backbone and the head's convolutions become FP16; the Detect head's decoding (reshape, DFL softmax,
-anchors x stride) is kept FP32 by name (`node_block_list`), so `output0` is FP32 with FP32 box math.
+The converter itself is shared ONNX tooling (tooling/onnx_tools.py); which nodes stay FP32 the family
+says (`fp32_nodes`): the backbone and the head's convolutions become FP16; the Detect head's decoding
+(reshape, DFL softmax, anchors x stride) is kept FP32 by name (`node_block_list`), so `output0` is FP32
+with FP32 box math.
 The input `images` is FP16, as the documented TensorRT config.pbtxt says (TYPE_FP16).
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..families import yolo
 from ..tooling import onnx_tools
 
 if TYPE_CHECKING:
     from ..engine.context import StepContext
 
 
-def head_prefix(model) -> str:
-    """Scope of the Detect module in a torch-exported graph: that of the node writing `output0`."""
-    out = model.graph.output[0].name
-    producer = next(n for n in model.graph.node if out in n.output)
-    return producer.name.rsplit("/", 1)[0] + "/"
-
-
-def to_fp16(model):
-    """The YOLO graph: FP16 but for the Detect head's decoding (and so output0), kept FP32."""
-    prefix = head_prefix(model)
-    convs = tuple(prefix + c for c in ("cv2", "cv3"))  # the head's learned convolutions: FP16 like the rest
-    decode = [n.name for n in model.graph.node if n.name.startswith(prefix) and not n.name.startswith(convs)]
-    return onnx_tools.convert_fp16(model, keep_io_types=[model.graph.output[0].name], node_block_list=decode)
+def to_fp16(model, keep_fp32: list[str]):
+    """FP16 but for the named nodes (the detector head's decoding) and so its FP32 output."""
+    return onnx_tools.convert_fp16(model, keep_io_types=[model.graph.output[0].name], node_block_list=keep_fp32)
 
 
 def convert(ctx: StepContext) -> dict:
@@ -44,17 +34,17 @@ def convert(ctx: StepContext) -> dict:
 
     source = ctx.input("onnx")
     fp32 = onnx.load(str(source))
-    fp16 = to_fp16(fp32)
+    family = ctx.use("family")
+    fp16 = to_fp16(fp32, family.fp32_nodes(fp32))
     onnx_tools.finish(fp16, ctx.output())
-    x = yolo.verification_images(2, ctx.param("imgsz")).numpy()
+    x = family.verification_images(family.verify_batch, ctx.param("imgsz")).numpy()
     a = onnx_tools.run(source, {"images": x})[0]
     b = onnx_tools.run(ctx.output(), {"images": x.astype(np.float16)})[0]
     if b.dtype != np.float32 or b.shape != a.shape:
         raise RuntimeError(f"FP16 graph output is {b.dtype} {b.shape}, expected float32 {a.shape}")
     return {"compared_with": "the FP32 graph (onnxruntime CPU)", "batch": 2,
             "input_dtype": "float16", "output_dtype": "float32",
-            "max_abs_box_px": float(np.abs(a[:, :4] - b[:, :4]).max()),
-            "max_abs_score": float(np.abs(a[:, 4:] - b[:, 4:]).max()),
+            **family.differences(b, a, ctx.param("head")),
             "fp16_initializers": sum(i.data_type == onnx.TensorProto.FLOAT16 for i in fp16.graph.initializer),
             "fp32_initializers": sum(i.data_type == onnx.TensorProto.FLOAT for i in fp16.graph.initializer),
             "note": "onnxruntime's CPU provider upcasts FP16 ops it has no kernel for, rounding each "

@@ -17,24 +17,20 @@ TensorRT backend loads (not Ultralytics' `.engine`, which prefixes JSON metadata
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..declarations import triton_releases
 from ..engine.errors import UserError
-from ..engine.tools import NoVisibleGpu, gpu, tensorrt_version, visible_gpu
+from ..engine.lock import file_lock, host_lock
+from ..engine.paths import host_dir
+from ..engine.tools import NoVisibleGpu, visible_gpu
+from ..tooling import trt_progress
+from ..tooling.gpu_targets import check_target, not_the_target, where_to_build
 
 if TYPE_CHECKING:
     from ..engine.context import StepContext
-
-def host_dir() -> Path:
-    """Per-host state shared by every checkout and user session: ~/.cache/triton-export-pipeline."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "triton-export-pipeline"
-
 
 def cache_dir() -> Path:
     """Timing caches live outside the repository, shared by every checkout on this host."""
@@ -56,24 +52,10 @@ def profile_shapes(input_shape, max_batch: int) -> dict[str, tuple[int, ...]]:
     return {"min": (1, *rest), "opt": (max(1, max_batch // 2), *rest), "max": (max_batch, *rest)}
 
 
-@contextlib.contextmanager
-def file_lock(path: Path):
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def gpu_lock(device: dict):
-    """At most one TensorRT build per physical GPU at a time, per host: every checkout, `doit -n N` worker
-    and user of this machine takes the same lock (keyed by the GPU's UUID, stable whatever
-    CUDA_VISIBLE_DEVICES says)."""
-    return file_lock(host_dir() / "locks" / f"{device.get('uuid') or 'gpu' + str(device['index'])}.lock")
+    """At most one TensorRT build per physical GPU at a time, per host (keyed by the GPU's UUID, stable
+    whatever CUDA_VISIBLE_DEVICES says)."""
+    return host_lock(device.get("uuid") or f"gpu{device['index']}")
 
 
 def _import_tensorrt():
@@ -85,109 +67,6 @@ def _import_tensorrt():
                             "(pip install tensorrt, or an NGC container matching your Triton), or drop "
                             "trt/trt_end2end from formats") from None
     return trt
-
-
-def _progress(trt):
-    """A rich progress bar fed by TensorRT's IProgressMonitor (phases nest; each gets a bar).
-
-    A display problem must never stop a build: TensorRT calls these from C++, where a Python exception
-    would surface as an error of the build (or a False from step_complete, which cancels it). Every
-    callback catches its own errors, keeps the first few in `errors` (they go into the record), and
-    step_complete always answers True."""
-    from rich.progress import Progress
-
-    class Monitor(trt.IProgressMonitor):
-        def __init__(self):
-            trt.IProgressMonitor.__init__(self)
-            self.bars = Progress(transient=True)
-            self.tasks: dict[str, int] = {}
-            self.errors: list[str] = []
-
-        def _safely(self, what, call):
-            try:
-                call()
-            except Exception as e:  # noqa: BLE001 - see the docstring: nothing may escape into TensorRT
-                if len(self.errors) < 5:
-                    self.errors.append(f"{what}: {type(e).__name__}: {e}")
-
-        def phase_start(self, phase_name, parent_phase, num_steps):
-            def start():
-                if not self.tasks:
-                    self.bars.start()
-                indent = "  " if parent_phase else ""
-                self.tasks[phase_name] = self.bars.add_task(f"{indent}{phase_name}", total=num_steps)
-            self._safely("phase_start", start)
-
-        def step_complete(self, phase_name, step):
-            def update():
-                if phase_name in self.tasks:
-                    self.bars.update(self.tasks[phase_name], completed=step + 1)
-            self._safely("step_complete", update)
-            return True  # False would cancel the build
-
-        def phase_finish(self, phase_name):
-            def finish():
-                task = self.tasks.pop(phase_name, None)
-                if task is not None:
-                    self.bars.remove_task(task)
-                if not self.tasks:
-                    self.bars.stop()
-            self._safely("phase_finish", finish)
-
-    return Monitor()
-
-
-def check_target(installed: str, target: dict | None, key: str, task: str) -> dict:
-    """A plan loads only in a Triton whose TensorRT is the one that built it: refuse a mismatch before
-    building; without a target (manifest `triton:`), build and say which Triton the plan is for."""
-    ours = triton_releases.engine_version(installed)
-    if target is None:
-        known = [r for r, row in triton_releases.TABLE.items() if triton_releases.engine_version(row[1]) == ours]
-        where = f"Triton {', '.join(known)}" if known else "a Triton release whose TensorRT is that version"
-        notice = (f"notice: {task}: built with TensorRT {installed}; the plan loads only in {where}. Set "
-                  "'triton:' in the manifest to have the installed TensorRT checked against your server's")
-        sys.stderr.write(notice + "\n")
-        return {"triton": None, "tensorrt": installed, "checked": False, "notice": notice}
-    if triton_releases.engine_version(target["tensorrt"]) != ours:
-        serving = f"Triton {target['triton']} (the manifest's triton) ships" if target["triton"] else \
-            "the manifest's tensorrt names"
-        raise UserError(f"TensorRT {installed} is installed, but {serving} TensorRT {target['tensorrt']}: a plan built "
-                        "here would not load in that server", key=f"{key}.triton",
-                        fix=f"install the matching TensorRT (pip install \"{triton_releases.pip_spec(target['tensorrt'])}"
-                            "\"), or build on a host or NGC container that has it, or set triton to the release you "
-                            "serve with")
-    return {**target, "checked": True}
-
-
-def _not_the_target(device: dict, want: dict) -> str | None:
-    """Why this GPU cannot build the plan of GPU target `want` ({"cc", "gpu"}), or None."""
-    if device["compute_capability"] != want["cc"]:
-        return f"this host's GPU is {device['name']} (compute capability {device['compute_capability']})"
-    if want["gpu"] and device["name"] != want["gpu"]:
-        return f"this host's GPU is {device['name']}, and the manifest pins {want['cc']} to {want['gpu']}"
-    return None
-
-
-def where_to_build(want: dict, target: dict) -> str:
-    gpu_model = f" ({want['gpu']})" if want["gpu"] else ""
-    engine = ".".join(map(str, triton_releases.engine_version(target["tensorrt"])))
-    return f"a GPU host with compute capability {want['cc']}{gpu_model} and TensorRT {engine}"
-
-
-def buildable_here(params: dict) -> str | None:
-    """The runner asks before building a GPU target's plan (after the cache had none): None when this
-    host's GPU is the target's, else why not and where to build it. Reads no more than nvidia-smi."""
-    want = params["gpu_target"]
-    if want is None:
-        return None
-    where = where_to_build(want, params["triton_target"])
-    if tensorrt_version() is None:
-        return f"TensorRT is not installed here; build it on {where}"
-    device = gpu()
-    if device is None:
-        return f"no GPU is visible here; build it on {where}"
-    why = _not_the_target(device, want)
-    return f"{why}; build it on {where}" if why else None
 
 
 def build(ctx: StepContext) -> dict:
@@ -202,8 +81,8 @@ def build(ctx: StepContext) -> dict:
         raise UserError(f"no GPU to build the TensorRT plan on: {e}", key=ctx.key,
                         fix="build TensorRT plans on a host with the GPU model that will serve them") from None
     want = ctx.param("gpu_target")  # one plan of a folder with several GPU targets, or None
-    if want and _not_the_target(device, want):  # the runner asked buildable_here first: a guard
-        raise UserError(f"{_not_the_target(device, want)}: it cannot build the plan for compute capability "
+    if want and not_the_target(device, want):  # the runner asked buildable_here first: a guard
+        raise UserError(f"{not_the_target(device, want)}: it cannot build the plan for compute capability "
                         f"{want['cc']}", key=f"{ctx.key}.gpu_targets",
                         fix=f"build it on {where_to_build(want, ctx.param('triton_target'))}")
     version = str(trt.__version__)
@@ -242,7 +121,7 @@ def build(ctx: StepContext) -> dict:
     profile.set_shape(inp.name, shapes["min"], shapes["opt"], shapes["max"])
     config.add_optimization_profile(profile)
 
-    monitor = _progress(trt)
+    monitor = trt_progress.monitor(trt)
     config.progress_monitor = monitor
     cache_file = timing_cache_file(version, device)
     with gpu_lock(device):  # the build, and the timing cache's read, merge and write

@@ -8,27 +8,22 @@ from .errors import UserError
 from .cache import ArtifactCache
 
 
-def check_published(expected: list[tuple[str, str, list[dict], dict]], manifest: str | None):
-    """doit python-action, after every folder task ran. expected: (published folder, staged folder, its GPU
-    targets, the Triton target). publish.py publishes only complete folders; a missing pair is a target
-    whose plan is neither built nor restored into staging."""
+def check_published(expected: list[tuple[str, list[dict]]], manifest: str | None):
+    """doit python-action, after every folder task ran. expected: (published folder, its GPU targets, each
+    {"plan": the staged plan's path, "cc", "where": where to build it}). publish.py publishes only complete
+    folders; a missing pair is a target whose plan is neither built nor restored into staging."""
     from doit.exceptions import TaskFailed
 
-    from ..builders.tensorrt_plan import where_to_build
-    from ..declarations.layout import plan_filename
-
-    missing = [(folder, t, target) for folder, staged, targets, target in expected for t in targets
-               if not os.path.isfile(f"{staged}/1/{plan_filename(t['cc'])}")]
-    unpublished = [folder for folder, *_ in expected if not os.path.isfile(f"{folder}/config.pbtxt")]
+    missing = [(folder, t) for folder, targets in expected for t in targets if not os.path.isfile(t["plan"])]
+    unpublished = [folder for folder, _ in expected if not os.path.isfile(f"{folder}/config.pbtxt")]
     if not missing and unpublished:  # every plan is there, yet a folder was not published: a bug, not the user's
         raise RuntimeError(f"every plan is staged but {', '.join(unpublished)} was not published")
     if not missing:
         print(f"   assemble: complete: {len(expected)} folder(s) with GPU targets, "
-              f"{sum(len(t) for _, _, t, _ in expected)} plan(s)")
+              f"{sum(len(t) for _, t in expected)} plan(s)")
         return None
     cache = ArtifactCache.configured()
-    lines = [f"  {folder}  compute capability {t['cc']}: build on {where_to_build(t, target)}"
-             for folder, t, target in missing]
+    lines = [f"  {folder}  compute capability {t['cc']}: build on {t['where']}" for folder, t in missing]
     return TaskFailed(UserError(
         f"the repository is incomplete: {len(missing)} (folder, GPU target) pair(s) have no plan here nor in the "
         f"artifact cache {cache.url if cache else '(off)'}", key="gpu_targets", file=manifest,

@@ -28,10 +28,10 @@ import sys
 import uuid
 from pathlib import Path
 
-from ..declarations import layout
+from . import paths
 from .hashing import sha256
 
-DEFAULT = layout.ARTIFACT_CACHE
+DEFAULT = paths.ARTIFACT_CACHE
 
 
 def warn(message: str) -> None:

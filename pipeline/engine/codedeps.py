@@ -24,8 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..declarations import layout
-from . import tools
+from . import paths, tools
 from .hashing import sha256
 
 PACKAGE = "pipeline"
@@ -141,7 +140,7 @@ def _environment_key() -> str:
 class CodeIndex:
     """Per-file analyses cached by (mtime_ns, size) in .pipeline/code-index.json, and closures per module."""
 
-    def __init__(self, path: str | Path = layout.CODE_INDEX):
+    def __init__(self, path: str | Path = paths.CODE_INDEX):
         self.path = Path(path)
         try:
             saved = json.loads(self.path.read_text())

@@ -1,21 +1,22 @@
-"""One building doit per project at a time: a file lock held until the process exits."""
+"""Locks: one building doit per project; one holder of a host-wide resource (a GPU) at a time."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import os
 import sys
 from pathlib import Path
 
-from ..declarations import layout
+from . import paths
 
 _LOCK = None
 
 
 def hold_build_lock(root: Path = Path(".")) -> None:
-    """Take the project's build lock; a second doit waits, saying why."""
+    """Take the project's build lock, held until the process exits; a second doit waits, saying why."""
     global _LOCK
-    path = root / layout.BUILD_LOCK
+    path = root / paths.BUILD_LOCK
     path.parent.mkdir(parents=True, exist_ok=True)
     _LOCK = open(path, "a+")
     atexit.register(_LOCK.close)
@@ -32,3 +33,21 @@ def hold_build_lock(root: Path = Path(".")) -> None:
     _LOCK.truncate()
     _LOCK.write(str(os.getpid()))
     _LOCK.flush()
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive lock on `path` (created), held for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def host_lock(resource: str):
+    """One holder of `resource` (e.g. a GPU, by its UUID) at a time on this host: every checkout, `doit -n N`
+    worker and user of the machine takes the same lock file."""
+    return file_lock(paths.host_dir() / "locks" / f"{resource}.lock")

@@ -26,10 +26,7 @@ import json
 import os
 import sys
 
-from doit.reporter import ConsoleReporter
-
-from ..declarations import layout
-from . import quick_exit
+from . import paths, quick_exit
 
 FORMAT = 1
 KEEP = 16  # snapshots kept (one per distinct command line and manifest in use)
@@ -38,16 +35,16 @@ EXPLAIN = "PIPELINE_EXPLAIN_NOOP"
 # task reads them.
 VOLATILE_ENV = frozenset({"_", "OLDPWD", "PWD", "SHLVL", "PIPELINE_RUN_ID", EXPLAIN})
 
-_KEY: str | None = None  # this call's key, set by replay_if_unchanged() and read by the reporter
+_KEY: str | None = None  # this call's key, set by replay_if_unchanged() and read by noop_reporter.py
 _PARTS: dict = {}  # digests of what the key is made of
 
 
-def _explain(text: str) -> None:
+def explain(text: str) -> None:
     if os.environ.get(EXPLAIN):
         sys.stderr.write(f"no-op snapshot: {text}\n")
 
 
-def _stat(path: str) -> list[int]:
+def stat(path: str) -> list[int]:
     try:
         st = os.stat(path)
     except OSError:
@@ -59,7 +56,7 @@ def _code_stamps(root: str) -> list:
     """(file, mtime, size) of dodo.py, pyproject.toml and every file of the pipeline package."""
     out = []
     for rel in ("dodo.py", "pyproject.toml"):
-        out.append([rel, *_stat(os.path.join(root, rel))[:2]])
+        out.append([rel, *stat(os.path.join(root, rel))[:2]])
     stack = [os.path.join(root, "pipeline")]
     while stack:
         with os.scandir(stack.pop()) as entries:
@@ -94,7 +91,7 @@ def run_key(root: str, argv: list[str], environ: dict, manifest_key: str, instal
 def _why_missing() -> str:
     """What differs from the most recent snapshot (only asked for with PIPELINE_EXPLAIN_NOOP)."""
     try:
-        latest = max((e for e in os.scandir(layout.NOOP_SNAPSHOTS) if e.name.endswith(".json")),
+        latest = max((e for e in os.scandir(paths.NOOP_SNAPSHOTS) if e.name.endswith(".json")),
                      key=lambda e: e.stat().st_mtime_ns)
         with open(latest.path) as f:
             old = json.load(f)["parts"]
@@ -107,115 +104,42 @@ def _why_missing() -> str:
     return "the last one differs in " + ", ".join(changed) if changed else "none recorded"
 
 
+def current_key() -> str | None:
+    """This call's key (None until replay_if_unchanged ran: then no snapshot is made)."""
+    return _KEY
+
+
+def parts() -> dict:
+    """The digests this call's key is made of, stored in its snapshot for PIPELINE_EXPLAIN_NOOP."""
+    return _PARTS
+
+
 def replay_if_unchanged(key: str) -> None:
     """Print the recorded output and exit 0 when this exact call was a no-op and nothing it read changed."""
     global _KEY
     _KEY = key
-    path = os.path.join(layout.NOOP_SNAPSHOTS, f"{key}.json")
+    path = os.path.join(paths.NOOP_SNAPSHOTS, f"{key}.json")
     try:
         with open(path) as f:
             snap = json.load(f)
         files, out = snap["files"], snap["out"]
     except (OSError, ValueError, KeyError, TypeError):
         if os.environ.get(EXPLAIN):
-            _explain(f"none for this call ({_why_missing()}): doit checks every task")
+            explain(f"none for this call ({_why_missing()}): doit checks every task")
         return
     for p, stamp in files.items():
-        if _stat(p) != stamp:
-            _explain(f"{p} changed since the last no-op: doit checks every task")
+        if stat(p) != stamp:
+            explain(f"{p} changed since the last no-op: doit checks every task")
             return
-    _explain(f"nothing changed since the last no-op ({len(files)} files): doit's task checks skipped")
+    explain(f"nothing changed since the last no-op ({len(files)} files): doit's task checks skipped")
     sys.stdout.write(out)
     sys.stdout.flush()
     quick_exit.succeeded()  # nothing to unload either
     raise SystemExit(0)
 
 
-def _watched(task) -> list[str] | None:
-    """Every path the task's up-to-date answer reads, or None when a check of unknown reads is among them."""
-    paths = [*task.file_dep, *task.targets]
-    for check, _args, _kwargs in task.uptodate:
-        if check is True or check is None:
-            continue
-        watched = getattr(check, "watched", None)
-        if watched is None:
-            return None
-        paths += watched()
-    return paths
-
-
-class SnapshotReporter(ConsoleReporter):
-    """doit's console output, unchanged; a call in which every task was up to date leaves a snapshot, and
-    a successful one skips the interpreter's teardown (quick_exit.py)."""
-
-    desc = "console output; a no-op call leaves a snapshot for the next one (triton-export-pipeline)"
-
-    def __init__(self, outstream, options):
-        super().__init__(outstream, options)
-        self._text: list[str] = []
-        self._seen: list = []
-        self._clean = _KEY is not None
-        self._before: dict[str, list[int]] = {}
-
-    def write(self, text):
-        self._text.append(text)
-        super().write(text)
-
-    def initialize(self, tasks, selected_tasks):
-        super().initialize(tasks, selected_tasks)
-        self._before = _stamps(tasks.values(), strict=False) or {}
-
-    def skip_uptodate(self, task):
-        self._seen.append(task)
-        super().skip_uptodate(task)
-
-    def execute_task(self, task):
-        if task.actions:  # a group task (no actions) "runs" without doing anything
-            self._clean = False
-        self._seen.append(task)
-        super().execute_task(task)
-
-    def add_failure(self, task, fail):
-        self._clean = False
-        super().add_failure(task, fail)
-
-    def skip_ignore(self, task):
-        self._clean = False
-        super().skip_ignore(task)
-
-    def runtime_error(self, msg):
-        self._clean = False
-        super().runtime_error(msg)
-
-    def complete_run(self):
-        super().complete_run()
-        if not self.failures and not self.runtime_errors:
-            quick_exit.succeeded()
-        if not self._clean or self.failures or self.runtime_errors or not self._seen:
-            return
-        after = _stamps(self._seen, strict=True)  # the tasks this call decided on, and the state file
-        if after is None or any(self._before.get(p) != s for p, s in after.items()):
-            _explain("a file changed while doit was checking, or a check reads what it does not declare: "
-                     "no snapshot")
-            return
-        _save(_KEY, {"files": after, "out": "".join(self._text), "parts": _PARTS})
-
-
-def _stamps(tasks, strict: bool) -> dict[str, list[int]] | None:
-    """Stats of the tasks' watched paths and doit's state file; None (strict) when a task's reads are unknown."""
-    paths = dict.fromkeys([layout.DOIT_STATE])
-    for task in tasks:
-        watched = _watched(task)
-        if watched is None:
-            if strict:
-                return None
-            continue
-        paths.update(dict.fromkeys(watched))
-    return {p: _stat(p) for p in paths}
-
-
-def _save(key: str, snap: dict) -> None:
-    folder = layout.NOOP_SNAPSHOTS
+def save(key: str, snap: dict) -> None:
+    folder = paths.NOOP_SNAPSHOTS
     tmp = os.path.join(folder, f".{key}.tmp-{os.getpid()}")
     try:
         os.makedirs(folder, exist_ok=True)

@@ -24,7 +24,8 @@ from .runner import RemoveFiles, prune_empty_dirs
 
 def task(name: str, staged: str, published: str, files: list[str], targets: dict[str, dict], deps: list[str],
          doc: str) -> dict:
-    """The doit task. files: paths relative to the folder; targets: {plan file: {"cc", "gpu", "tensorrt"}}."""
+    """The doit task. files: paths relative to the folder; targets: {plan file: {"cc": compute capability,
+    "where": where to build it (a phrase)}}."""
     finals = [f"{published}/{f}" for f in files]
     return {"name": name, "doc": doc, "task_dep": deps, "targets": finals,
             "uptodate": [StagedUnchanged(staged, published, files)],
@@ -83,10 +84,8 @@ class StagedUnchanged:
 
 def missing_line(published: str, plan: str, target: dict) -> str:
     """One line per missing (folder, GPU target): which plan, and where to build it."""
-    from ..builders.tensorrt_plan import where_to_build
-
     return (f"{published}: no plan yet for compute capability {target['cc']} ({plan}): build it with doit on "
-            f"{where_to_build(target, target)} that shares this artifact cache")
+            f"{target['where']} that shares this artifact cache")
 
 
 def publish(staged: str, published: str, files: list[str], targets: dict[str, dict]) -> dict:

@@ -81,7 +81,7 @@ def call_builder(builder: str, ctx: StepContext):
 def context_for(spec: dict, tmp: dict[Path, Path]) -> StepContext:
     return StepContext(task=spec["task"], inputs={k: Path(p) for k, p in spec["inputs"].items()},
                        outputs={k: Path(p) for k, p in spec["outputs"].items()}, tmp=tmp, params=spec["params"],
-                       key=spec["key"])
+                       key=spec["key"], uses=spec.get("uses"))
 
 
 def _call_isolated(spec: dict, ctx: StepContext):
@@ -144,6 +144,8 @@ def run_step(spec: dict):
 
     ctx = context_for(spec, {f: tmp_for(f) for f in outputs})
     try:
+        if spec.get("missing"):  # a tool the step needs is absent here: its stale targets go, as on any failure
+            raise _lacking(spec)
         threads.apply_to_torch()
         started = time.perf_counter()
         with _progress(spec["task"]):
@@ -200,6 +202,13 @@ def run_step(spec: dict):
     # The build time goes into doit's state for this task (`doit status` shows it), not into the record:
     # records are inputs of later steps and part of cache keys, and must be the same bytes on every host.
     return {"build_seconds": round(seconds, 2)}
+
+
+def _lacking(spec: dict) -> UserError:
+    tools = spec["missing"]
+    return UserError(f"{spec['task']} needs {' and '.join(t['what'] for t in tools)}, which "
+                     f"{'is' if len(tools) == 1 else 'are'} not installed here", key=spec["key"],
+                     fix="; ".join(t["fix"] for t in tools))
 
 
 _FULL = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",

@@ -46,6 +46,12 @@ class Step:
                 seeing the model record with its variant's keys added
     tools       model -> {distribution: version} pinned in the recipe instead of the version installed
                 here (a plan for another host: its TensorRT is the target's, whatever this host has)
+    uses        model -> {name: "module:attr"}: declarations the builder is handed (`ctx.use(name)`), e.g.
+                the model's family; their modules' import closures are part of the step's code, exactly
+                like the builder's own
+    requires    model -> [{"what", "fix"}]: tools this step needs that this host lacks (the declarations
+                know which): asked after the recorded outputs, the cache and `buildable`; the build then
+                fails with one paragraph
     buildable   "module:function" (params -> None, or why this host cannot build it): asked only after
                 the recorded outputs and the cache had nothing; the step is then left missing, not failed
     withdraws   model -> folders that must not be served once this step failed (a published folder
@@ -57,11 +63,12 @@ class Step:
                  inputs: dict[str, PathFn] | None = None, params=lambda m: {}, record=lambda m: None,
                  applies=lambda m: True, subname=lambda m: m["name"], isolate: bool = False, after=lambda m: [],
                  downloads: tuple[str, ...] = (), variants=None, tools=None, buildable: str | None = None,
-                 withdraws=lambda m: []):
+                 withdraws=lambda m: [], uses=lambda m: {}, requires=lambda m: []):
         self.basename, self.doc, self.builder, self.outputs = basename, doc, builder, outputs
         self.inputs, self.params, self.record = inputs or {}, params, record
         self.applies, self.subname, self.isolate, self.after, self.downloads = applies, subname, isolate, after, downloads
         self.variants, self.pinned_tools, self.buildable, self.withdraws = variants, tools, buildable, withdraws
+        self.uses, self.requires = uses, requires
 
     def instances(self, model: Model) -> list[Model]:
         """The model records this step makes a task of: none, the model, or one per variant."""
@@ -73,14 +80,20 @@ class Step:
     def module(self) -> str:
         return self.builder.split(":")[0]
 
-    def derived(self) -> tuple[dict[str, str], dict[str, str]]:
-        """(code, tools) of the builder, derived from its import closure (memoised per module by the index)."""
+    def derived(self, used: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+        """(code, tools) of the builder and the declarations it uses, derived from their import closures
+        (memoised per module by the index)."""
         idx = codedeps.index()
-        return idx.code(self.module), idx.tools(self.module)
+        code, tools = idx.code(self.module), idx.tools(self.module)
+        for ref in (used or {}).values():
+            module = ref.split(":")[0]
+            code, tools = {**code, **idx.code(module)}, {**tools, **idx.tools(module)}
+        return code, tools
 
     def spec(self, model: Model) -> dict:
         """Everything the runner needs, as JSON-able data: the argument of the task's action."""
-        code, tools = self.derived()
+        used = self.uses(model)
+        code, tools = self.derived(used)
         if self.pinned_tools:
             tools = {**tools, **self.pinned_tools(model)}
         inputs = {k: p for k, fn in self.inputs.items() if (p := fn(model)) is not None}
@@ -90,7 +103,7 @@ class Step:
                 "code": code, "isolate": self.isolate, "downloads": [outputs[k] for k in self.downloads],
                 "key": model.get("key", ""), "manifest": model.get("manifest"),
                 "untrained": bool(model.get("untrained")), "buildable": self.buildable,
-                "withdraws": self.withdraws(model)}
+                "withdraws": self.withdraws(model), "uses": used, "missing": self.requires(model)}
 
     def task(self, model: Model) -> dict:
         from .runner import RemoveFiles, run_step

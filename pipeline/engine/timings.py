@@ -10,14 +10,14 @@ import json
 import os
 from pathlib import Path
 
-from ..declarations import layout
+from . import paths
 
 RUN_VAR = "PIPELINE_RUN_ID"
 
 
 def _file() -> Path | None:
     run = os.environ.get(RUN_VAR)
-    return Path(layout.RUNS) / f"{run}.jsonl" if run else None
+    return Path(paths.RUNS) / f"{run}.jsonl" if run else None
 
 
 def start_run() -> None:

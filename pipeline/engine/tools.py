@@ -3,8 +3,11 @@
 dodo.py must not import torch to learn its version, nor touch CUDA: doit forks its `-n N` workers from
 the process that loads it.
 
-`*.dist-info` folder names carry the normalised name and version (PEP 427/627); listing the
-site-packages folders is sub-millisecond, unlike importlib.metadata's scans.
+Distributions are found as Python finds them (importlib.metadata's rule): a `*.dist-info` or
+`*.egg-info` folder in any `sys.path` entry — site-packages, a `pip install --target` folder on
+PYTHONPATH, the project itself — the first entry holding a name winning. The folder names carry the
+normalised name and version (PEP 427/627), so listing the entries is sub-millisecond, unlike
+importlib.metadata's scans; only a version-less `.egg-info` is read.
 """
 from __future__ import annotations
 
@@ -20,13 +23,33 @@ import sys
 def installed() -> dict[str, str]:
     found: dict[str, str] = {}
     for entry in sys.path:
-        if not entry.endswith(("site-packages", "dist-packages")) or not os.path.isdir(entry):
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:  # a zip, a missing folder
             continue
-        for name in os.listdir(entry):
-            if name.endswith(".dist-info"):
-                dist, _, version = name[: -len(".dist-info")].partition("-")
-                found.setdefault(normalise(dist), version)
+        for name in names:
+            stem, dot, kind = name.rpartition(".")
+            if kind not in ("dist-info", "egg-info") or not dot:
+                continue
+            dist, _, version = stem.partition("-")
+            version = version.split("-")[0] or _metadata_version(os.path.join(entry or ".", name))
+            found.setdefault(normalise(dist), version)
     return found
+
+
+def _metadata_version(folder: str) -> str:
+    """The Version: line of a metadata folder whose name carries none (an egg-info from `setup.py develop`)."""
+    for leaf in ("METADATA", "PKG-INFO"):
+        try:
+            with open(os.path.join(folder, leaf), encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    if line.startswith("Version:"):
+                        return line.split(":", 1)[1].strip()
+                    if not line.strip():
+                        break
+        except OSError:
+            continue
+    return "unknown"
 
 
 def normalise(name: str) -> str:

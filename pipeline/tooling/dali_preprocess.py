@@ -144,3 +144,19 @@ class _no_origin_trace:
     def __exit__(self, *exc):
         if self.trace is not None:
             self.trace.set_tracing(enabled=self.was)
+
+
+def run_twin(pipe, encoded: list) -> list[list]:
+    """Run a built CPU twin on a list of encoded images: one list of arrays per output."""
+    import numpy as np
+
+    n, batch = len(encoded), pipe.max_batch_size
+    out: list[list] = []
+    for i in range(0, n, batch):
+        chunk = list(encoded[i:i + batch])
+        pipe.feed_input(INPUT, chunk)
+        results = pipe.run()
+        out = out or [[] for _ in results]
+        for k, r in enumerate(results):
+            out[k] += [np.array(r[j]) for j in range(len(chunk))]
+    return out

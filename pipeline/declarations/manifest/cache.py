@@ -1,7 +1,7 @@
 """Load the manifest for dodo.py fast: a validated manifest is cached as JSON keyed on its content.
 
 A no-op `doit` must cost little more than doit's own startup, and importing pydantic + yaml alone costs
-about as much as doit itself. So the schema module (`manifest.py`) runs only when the manifest text, the
+about as much as doit itself. So the schema (`records.py` and what it imports) runs only when the manifest text, the
 `custom=` value or the schema's code (its import closure, engine/codedeps.py) changed; otherwise the resolved records come
 from `.pipeline/manifests/<key>.json`. Invalid manifests are never cached.
 """
@@ -12,9 +12,9 @@ import json
 import os
 from pathlib import Path
 
-from ..engine import codedeps
-from ..engine.errors import UserError
-from . import layout
+from ...engine import codedeps
+from ...engine.errors import UserError
+from .. import layout
 
 CACHE_DIR = Path(layout.MANIFEST_CACHE)
 
@@ -30,7 +30,7 @@ def manifest_key(manifest: str, custom: str | None, root: Path, explicit_manifes
     standalone = bool(custom) and not explicit_manifest
     key = hashlib.sha256(b"\0".join([
         text, str(path.absolute()).encode(), (custom or "").encode(), b"standalone" if standalone else b"",
-        json.dumps(codedeps.index().code(f"{__package__}.manifest")).encode(), str(root.absolute()).encode(),
+        json.dumps(codedeps.index().code(f"{__package__}.records")).encode(), str(root.absolute()).encode(),
     ])).hexdigest()[:24]
     return key, text
 
@@ -42,7 +42,7 @@ def load_models(manifest: str, custom: str | None, root: Path, explicit_manifest
     cached = root / CACHE_DIR / f"{key}.json"
     records = _cached(cached) if text else None
     if records is None:
-        from .manifest import resolve  # pydantic + yaml: only when the manifest changed
+        from .records import resolve  # pydantic + yaml: only when the manifest changed
         records = resolve(path, root, custom, standalone_custom=standalone)
         tmp = cached.with_suffix(f".tmp{os.getpid()}")
         try:

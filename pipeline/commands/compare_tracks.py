@@ -13,9 +13,17 @@ All on this host's CPU: no GPU, no TensorRT, no Triton in the loop — CPU numbe
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
+
+from doit.cmd_base import DoitCmdBase
+
+from ..declarations import layout
+from ..engine import paths
+from .specs import step_specs
+
 
 
 def _detections_match(got, want, tol: float = 1.0) -> int:
@@ -53,48 +61,36 @@ def sample_images(folder: Path, n: int = 16) -> list[Path]:
     return files
 
 
-def compare(pt: str, raw: str, end2end: str, settings: dict, files: list[Path], batch: int,
+def compare(family, head: str, pt: str, raw: str, end2end: str, settings: dict, files: list[Path], batch: int,
             dali: dict | None) -> list[dict]:
-    """Run every track on `files`; dali: {"definition", "boxes_onnx"} or None (DALI not installed here)."""
+    """Run every track on `files` (`family`: the model's family, `head` its head kind); dali: {"definition",
+    "boxes_onnx"} or None (DALI not installed here)."""
     import cv2
     import numpy as np
     import onnx
     import onnxruntime as ort
-    import torch
-    from ultralytics import YOLO
-    from ultralytics.data.augment import LetterBox
-    from ultralytics.utils import nms, ops
 
-    from .builders.boxes_onnx import letterbox_params, reference
-    from .tooling.efficient_nms import cpu_session
+    from ..builders.boxes_onnx import letterbox_params, reference
+    from ..tooling.efficient_nms import cpu_session
 
     imgsz, conf, iou, topk = settings["imgsz"], settings["conf"], settings["iou"], settings["topk"]
     scale = float(imgsz) if settings["normalize_boxes"] else 1.0
-    model = YOLO(pt)
+    predict = family.predictor(pt, head)
     raw_s = ort.InferenceSession(raw, providers=["CPUExecutionProvider"])
     e2e_s = cpu_session(onnx.load(end2end))
     blobs = [f.read_bytes() for f in files]
     originals = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR) for b in blobs]
 
     def letterbox(imgs):
-        lb = LetterBox((imgsz, imgsz), auto=False)
-        return np.stack([np.ascontiguousarray(lb(image=i)[..., ::-1].transpose(2, 0, 1)) for i in imgs]).astype(
-            np.float32) / 255.0
+        return np.stack([family.letterbox(i, imgsz) for i in imgs])
 
     def track_a(idx):
-        res = model.predict([originals[i] for i in idx], imgsz=imgsz, conf=conf, iou=iou, max_det=topk, rect=False,
-                            verbose=False)
-        return [(r.boxes.xyxy.numpy(), r.boxes.cls.numpy().astype(int)) for r in res]
+        return predict([originals[i] for i in idx], imgsz=imgsz, conf=conf, iou=iou, max_det=topk)
 
     def track_raw(idx):
-        x = letterbox([originals[i] for i in idx])
-        out = raw_s.run(None, {raw_s.get_inputs()[0].name: x})[0]
-        res = nms.non_max_suppression(torch.from_numpy(out), conf, iou, max_det=topk)
-        dets = []
-        for i, p in zip(idx, res):
-            boxes = ops.scale_boxes((imgsz, imgsz), p[:, :4].clone(), originals[i].shape)
-            dets.append((boxes.numpy(), p[:, 5].numpy().astype(int)))
-        return dets
+        out = raw_s.run(None, {raw_s.get_inputs()[0].name: letterbox([originals[i] for i in idx])})[0]
+        return family.client_detections(out, [originals[i].shape for i in idx], imgsz=imgsz, conf=conf, iou=iou,
+                                        max_det=topk, head=head)
 
     def track_c(idx):
         infos = np.asarray([letterbox_params(*originals[i].shape[:2], imgsz) for i in idx], np.float32)
@@ -105,9 +101,9 @@ def compare(pt: str, raw: str, end2end: str, settings: dict, files: list[Path], 
     tracks = {"A: PyTorch (YOLO.predict)": track_a, "raw ONNX + client NMS": track_raw,
               "C: End2End ONNX": track_c}
     if dali:
-        from .builders.dali_pipeline import run_twin
-        from .tooling import dali_preprocess as D
-        from .tooling.onnx_tools import run
+        from ..tooling import dali_preprocess as D
+        from ..tooling.dali_preprocess import run_twin
+        from ..tooling.onnx_tools import run
 
         twin = D.pipeline(dali["definition"], "cpu", max_batch=max(batch, 1))
         twin.build()
@@ -143,6 +139,7 @@ def compare(pt: str, raw: str, end2end: str, settings: dict, files: list[Path], 
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
+    os.environ.setdefault("MPLCONFIGDIR", str(Path(paths.state_dir("matplotlib")).absolute()))  # not in $HOME
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,3 +167,70 @@ def write(rows: list[dict], out: Path, title: str) -> tuple[Path, Path]:
     (out / "tracks.json").write_text(json.dumps({"title": title, "rows": rows}, indent=1) + "\n")
     plot(rows, out / "tracks.png", title)
     return out / "tracks.json", out / "tracks.png"
+
+
+opt_images = {"name": "images", "long": "images", "type": str, "default": "",
+              "help": "a folder of images (default: synthetic scenes, PNG and JPEG)"}
+opt_out = {"name": "out", "long": "out", "type": str, "default": layout.TRACKS,
+           "help": "where tracks.json and tracks.png go"}
+opt_batch = {"name": "batch", "long": "batch", "type": int, "default": 8, "help": "batch size for throughput"}
+
+
+class CompareTracks(DoitCmdBase):
+    doc_purpose = "the same images through Track A (PyTorch), raw ONNX + client NMS, End2End ONNX and Track D: " \
+                  "agreement, latency, throughput, a plot (CPU numbers)"
+    doc_usage = "NAME"
+    doc_description = None
+    cmd_options = (opt_images, opt_out, opt_batch)
+
+    def _execute(self, pos_args=None, images="", out=layout.TRACKS, batch=8):
+        import importlib
+
+        from ..declarations.tools import DALI
+        from ..engine.errors import UserError, exit_with
+
+        specs = step_specs(self.task_list)
+        self.dep_manager.close()
+        names = sorted(t.split(":", 1)[1] for t in specs if t.startswith("end2end_onnx:"))
+        if not pos_args or len(pos_args) != 1 or pos_args[0] not in names:
+            exit_with(UserError("compare-tracks needs the name of one detector with an End2End ONNX",
+                                key="NAME", fix=f"doit compare-tracks NAME, NAME one of: {', '.join(names) or '(none)'}"))
+        name = pos_args[0]
+        raw, e2e = specs[f"export_onnx:{name}"], specs[f"end2end_onnx:{name}"]
+        pre = specs.get(f"dali_pipeline:{name}_dali_end2end_preprocess")
+        boxes = specs.get(f"boxes_onnx:{name}_dali_end2end_postprocess")
+        need = [raw["outputs"]["onnx"], e2e["outputs"]["onnx"], raw["inputs"]["checkpoint"]]
+        dali = None
+        if pre and boxes and DALI.present:
+            need += [pre["record"], boxes["outputs"]["onnx"]]
+            dali = {"record": pre["record"], "boxes_onnx": boxes["outputs"]["onnx"]}
+        missing = [p for p in need if not os.path.exists(p)]
+        if missing:
+            groups = f"onnx:{name} onnx_end2end:{name}" + (f" dali_end2end:{name}" if dali else "")
+            exit_with(UserError(f"compare-tracks {name} needs {', '.join(missing)}", key=name,
+                                fix=f"build them first: doit {groups}"))
+        if dali:
+            dali["definition"] = json.loads(Path(dali["record"]).read_text())["verification"]["definition"]
+        files = sorted(p for p in Path(images).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")) \
+            if images else sample_images(Path(out) / "images")
+        settings = {**e2e["params"], "imgsz": raw["params"]["imgsz"]}
+        module, attr = raw["uses"]["family"].split(":")
+        family = getattr(importlib.import_module(module), attr)
+        rows = compare(family, raw["params"]["head"], raw["inputs"]["checkpoint"], raw["outputs"]["onnx"],
+                       e2e["outputs"]["onnx"], settings, files, batch, dali)
+        title = f"{name}: {len(files)} images, imgsz {settings['imgsz']}, conf {settings['conf']}, iou {settings['iou']}"
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("track", "agreement with A", "detections", "latency (ms, 1 image)", "images/s (batch "
+                      f"{batch})", title=title + " — CPU, this host")
+        for r in rows:
+            table.add_row(r["track"], f"{100 * r['agreement']:.1f} % ({r['matched']}/{r['track_a_detections']})",
+                          str(r["detections"]), f"{r['latency_ms']:.1f}", f"{r['images_per_s']:.1f}")
+        Console(file=self.outstream, width=140).print(table)
+        if not dali:
+            self.outstream.write("Track D left out: " + ("NVIDIA DALI is not installed here" if not DALI.present
+                                 else f"no dali_end2end format for {name}") + "\n")
+        j, png = write(rows, Path(out), title)
+        self.outstream.write(f"wrote {j} and {png}\n")
+        return 0

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..engine.errors import UserError
 from ..tooling import safe_checkpoint
 from ..tooling.onnx_tools import GraphSpec
+from .base import EncoderFamily
 
 COS_MIN, ABS_MAX = 0.9999, 1e-4
 QUERIES = ("a photo of a dog", "red car on highway", "a photo of a cat", "a person riding a bicycle",
@@ -180,3 +181,22 @@ def similarity_check(got, want) -> dict:
     return {"matrix": np.round(sim, 5).tolist(), "max_abs_vs_pytorch": float(np.abs(sim - ref).max())}
 
 
+class MobileClip2(EncoderFamily):
+    """The declaration; the module's functions do the work (a builder is handed this object: its methods are
+    the module's functions)."""
+    name = "mobileclip2"
+    title = "MobileCLIP2"
+    models = ("MobileCLIP2-S2", "MobileCLIP2-B")
+    roles = ("image", "text")
+    graphs = GRAPHS
+    queries = QUERIES
+
+    create = staticmethod(create)
+    preprocessing = staticmethod(preprocessing)
+    reparameterized = staticmethod(reparameterized)
+    assert_reparameterized = staticmethod(assert_reparameterized)
+    encoder_io = staticmethod(encoder_io)
+    similarity_check = staticmethod(similarity_check)
+
+
+FAMILY = MobileClip2()

@@ -24,13 +24,13 @@ import sysconfig
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ["nvidia-pytriton==0.7.0", "onnxruntime==1.32.0", "onnxruntime-extensions==0.15.2", "onnx==1.23.2",
             "nvidia-dali-cuda130==2.4.0"]
 # Outside the checkout, keyed by its packages: made once per machine, reused by every clone and CI run.
 VENV = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "triton-export-pipeline" / (
     "triton-venv-" + hashlib.sha256(" ".join(PACKAGES).encode()).hexdigest()[:12])
-BACKENDS = Path(__file__).with_name("triton_backend")  # stand-ins: one folder per backend name
+BACKENDS = Path(__file__).resolve().parents[1] / "triton_backend"  # stand-ins: one folder per backend name
 
 
 def ensure_venv() -> Path:

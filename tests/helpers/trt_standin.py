@@ -1,6 +1,7 @@
 """A STAND-IN `tensorrt` module for orchestration tests — not TensorRT, and nothing built with it is a plan.
 
-Generated per release from the real bindings' name list (../shared/tensorrt-api/tensorrt-VERSION.names):
+Generated per release from the real bindings' name list (tests/data/tensorrt-api/tensorrt-VERSION.names,
+made from NVIDIA's public wheels by the script beside them):
 any attribute the pipeline touches that the release does not have raises AttributeError, as the real
 module would, and every touched name and notable call is logged as JSON lines. Behaviour is the least
 needed to drive `pipeline.tensorrt_plan.build`: a parse that reads the ONNX input shape, a "plan" of
@@ -17,7 +18,7 @@ import stat
 import sys
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "tensorrt-api"
+NAMES = Path(__file__).resolve().parents[1] / "data" / "tensorrt-api"
 RELEASES = ("10.13.3.9", "10.16.1.11", "11.4.0.106")
 PLAN_BYTES = b"STAND-IN PLAN: not a TensorRT engine\n"
 
@@ -237,7 +238,7 @@ def install(site: Path, version: str, cc: str = "9.0", gpu_name: str = "NVIDIA H
             metadata: bool = True) -> dict:
     """A site-packages folder with the stand-in `tensorrt` (+ dist-info unless metadata=False, as system
     packages install it) and a bin folder with nvidia-smi listing `gpus` [(name, cc, uuid)]."""
-    names = SHARED / f"tensorrt-{version}.names"
+    names = NAMES / f"tensorrt-{version}.names"
     pkg = site / "tensorrt"
     pkg.mkdir(parents=True, exist_ok=True)
     gpus = gpus or [(gpu_name, cc, "GPU-5ea7d1e0-0000-4000-8000-000000000000")]
@@ -264,7 +265,7 @@ def read_log(path: Path) -> list[dict]:
 
 
 def release_names(version: str) -> set[str]:
-    return set((SHARED / f"tensorrt-{version}.names").read_text().split())
+    return set((NAMES / f"tensorrt-{version}.names").read_text().split())
 
 
 def known(name: str, names: set[str]) -> bool:

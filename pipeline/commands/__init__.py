@@ -1,0 +1,16 @@
+"""doit commands for people looking at the build, one module each (registered in pyproject.toml,
+[tool.doit.plugins.command]; doit imports this package on every call, so nothing heavy here).
+
+    doit status [--json]          status.py: per artifact: present, size, build time, up to date or why stale,
+    doit graph [--out x.svg]                 verification; the DAG as graphviz DOT, coloured by status
+    doit builtins [--json]        builtins.py: every family's built-in models and their settings
+    doit recipe [--json] [--key]  recipe.py: each artifact's recipe hash; one cache key for the manifest
+    doit clean-downloads [-n]                remove downloaded weights (`doit clean` never does)
+    doit compare-tracks NAME      compare_tracks.py: the same images through every track, on this host
+"""
+from .builtins import Builtins
+from .compare_tracks import CompareTracks
+from .recipe import CleanDownloads, Recipe
+from .status import Graph, Status
+
+__all__ = ["Builtins", "CleanDownloads", "CompareTracks", "Graph", "Recipe", "Status"]

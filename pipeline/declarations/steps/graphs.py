@@ -1,0 +1,71 @@
+"""A detector's graphs: the raw export, its End2End graph (the tail its head kind needs), the FP16 copies
+TensorRT compiles."""
+from __future__ import annotations
+
+from ...engine.step import Step
+from ...families.base import ANCHORS
+from .. import layout as L
+from .common import detector, plans, settings, uses_family, wants
+
+EXPORT_ONNX = Step(
+    basename="export_onnx", doc="Export {name} to its raw ONNX ({head} head) and check it against PyTorch",
+    builder="pipeline.builders.raw_onnx:export", applies=detector(), uses=uses_family,
+    inputs={"checkpoint": lambda m: m["pt"], "checkpoint_record": L.checkpoint_record},
+    outputs={"onnx": L.raw_onnx}, record=lambda m: L.verification_record(L.raw_onnx(m)),
+    params=lambda m: {**settings("imgsz", "opset")(m), "head": m["head"], "untrained": m["untrained"],
+                      "trust_checkpoint": m["trust_checkpoint"]})
+
+
+def wants_end2end_onnx(m: dict) -> bool:
+    """The FP32 End2End graph: served (onnx_end2end), or compiled into an FP32 End2End plan."""
+    s = m["settings"]
+    return "onnx_end2end" in s["formats"] or ("trt_end2end" in s["formats"] and s["precision"] == "fp32")
+
+
+def wants_fp16(m: dict) -> bool:
+    """FP16 graphs exist for the TensorRT formats when the model's precision is fp16."""
+    return m["settings"]["precision"] == "fp16" and plans(m)
+
+
+def trt_source(m: dict, end2end: bool) -> str:
+    """The ONNX a plan is compiled from: its precision is the engine's (strongly typed networks)."""
+    if m["settings"]["precision"] == "fp16":
+        return L.fp16_end2end_onnx(m) if end2end else L.fp16_onnx(m)
+    return L.end2end_onnx(m) if end2end else L.raw_onnx(m)
+
+
+def end2end_graph(m: dict, fmt: str) -> str:
+    """The ONNX whose I/O is a detector's End2End folder's (`fmt`): the graph served or compiled."""
+    return L.end2end_onnx(m) if fmt == "onnx_end2end" else trt_source(m, True)
+
+
+# The End2End tail each head kind needs: (builder, the manifest settings it reads).
+END2END_TAILS = {
+    ANCHORS: ("pipeline.builders.end2end_onnx:build", ("imgsz", "topk", "iou", "conf", "normalize_boxes",
+                                                        "class_agnostic")),
+}
+
+
+def _end2end(basename: str, head: str, source, output, wanted, doc: str) -> Step:
+    builder, keys = END2END_TAILS[head]
+    return Step(basename=basename, doc=doc, builder=builder, uses=uses_family,
+                applies=detector(lambda m: m["head"] == head and wanted(m)), inputs={"onnx": source},
+                outputs={"onnx": output}, record=lambda m: L.verification_record(output(m)), params=settings(*keys))
+
+
+END2END_ONNX = tuple(_end2end("end2end_onnx", h, L.raw_onnx, L.end2end_onnx, wants_end2end_onnx,
+                              "Append the End2End tail to {name}'s raw ONNX ({head} head), check its detections")
+                     for h in END2END_TAILS)
+
+FP16_ONNX = Step(
+    basename="fp16_onnx", doc="FP16 copy of {name}'s raw ONNX for TensorRT (FP16 input, FP32 box decoding)",
+    builder="pipeline.builders.fp16_onnx:convert", applies=detector(wants_fp16), uses=uses_family,
+    inputs={"onnx": L.raw_onnx}, outputs={"onnx": L.fp16_onnx},
+    record=lambda m: L.verification_record(L.fp16_onnx(m)), params=lambda m: {**settings("imgsz")(m), "head": m["head"]})
+
+FP16_END2END_ONNX = tuple(_end2end("fp16_end2end_onnx", h, L.fp16_onnx, L.fp16_end2end_onnx,
+                                   lambda m: wants_fp16(m) and wants("trt_end2end")(m),
+                                   "The End2End tail on {name}'s FP16 ONNX (FP32 tail and outputs), for TensorRT")
+                          for h in END2END_TAILS)
+
+STEPS = (EXPORT_ONNX, *END2END_ONNX, FP16_ONNX, *FP16_END2END_ONNX)

@@ -1,0 +1,364 @@
+"""What every Ultralytics detection family shares: loading offline and safely, the export-ready model, the
+raw graph and how it is checked, the letterbox its predict uses.
+
+A family module (yolo11.py, ...) subclasses `UltralyticsDetector` with its declaration: architectures,
+built-ins, the head classes it accepts. Raw graph of the one-to-many head (`anchors`): `images [B, 3, S, S]`
+FP32 in [0, 1] -> `output0 [B, 4 + nc, anchors]` (cx, cy, w, h in input pixels, then the class scores,
+already sigmoided). Checked against the unfused checkpoint model on a batch of 2 (not the export batch
+of 1: proves the batch axis is really dynamic): boxes within BOX_TOL_PX pixels, scores within SCORE_TOL.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..engine import paths, threads
+from ..engine.errors import UserError
+from ..tooling.onnx_tools import GraphSpec
+from .base import ANCHORS, Builtin, DetectorFamily
+
+BOX_TOL_PX = 1e-2   # max |Δ| of box coordinates (pixels) ONNX Runtime vs PyTorch
+SCORE_TOL = 1e-4    # max |Δ| of class scores
+VERIFY_BATCH = 2
+SIZES = {"nano": "n", "small": "s", "medium": "m", "large": "l", "xlarge": "x"}
+# The Ultralytics detection families registered in declarations/families.py (a test holds the two equal).
+ACCEPTED = "YOLO11"
+RELEASE_URL = "https://github.com/ultralytics/assets/releases/download/v8.4.0/{file}"  # Ultralytics' assets
+MAX_BATCH = {"n": 128, "s": 64, "m": 32, "l": 16, "x": 8}  # the documented batch per size
+
+
+def builtins(key: str, name: str, file: str, scales: str = "nsmlx") -> tuple[Builtin, ...]:
+    """One built-in per scale letter: key/name/file patterns take {size} (nano...) and {s} (n...)."""
+    sizes = {s: size for size, s in SIZES.items()}
+    return tuple(Builtin(key.format(size=sizes[s], s=s), name.format(size=sizes[s], s=s), file.format(s=s),
+                         MAX_BATCH[s]) for s in scales)
+
+
+def configure() -> None:
+    """Ultralytics offline and self-contained: no online checks, no pip installs, settings inside the
+    project. Set before Ultralytics is imported (it reads these at import time)."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ["YOLO_AUTOINSTALL"] = "0"
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(paths.state_dir("ultralytics")).absolute()))
+    os.environ.setdefault("YOLO_VERBOSE", "0")
+    # Importing Ultralytics sets OMP_NUM_THREADS=1 when it is unset (a default for its training loop); torch,
+    # imported right after, would then run every later step of this process on one core. The budget of this
+    # doit worker (every core, or its share under -n N) is set first; a value the user set wins.
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads.threads() or threads.cores()))
+    Path(os.environ["YOLO_CONFIG_DIR"]).mkdir(parents=True, exist_ok=True)
+
+
+def differences(got, want) -> dict:
+    """Largest box (pixels) and score differences of two raw `[B, 4 + nc, anchors]` outputs."""
+    import numpy as np
+
+    return {"max_abs_box_px": float(np.abs(got[:, :4] - want[:, :4]).max()),
+            "max_abs_score": float(np.abs(got[:, 4:] - want[:, 4:]).max())}
+
+
+def compare_raw(got, want) -> dict:
+    d = differences(got, want)
+    return {**d, "box_tolerance_px": BOX_TOL_PX, "score_tolerance": SCORE_TOL,
+            "passed": d["max_abs_box_px"] <= BOX_TOL_PX and d["max_abs_score"] <= SCORE_TOL}
+
+
+RAW_GRAPH = GraphSpec(inputs=("images",), outputs=("output0",), compare=compare_raw)
+
+
+def verification_images(batch: int, imgsz: int, seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, imgsz, imgsz, generator=g)
+
+
+# What a legitimate Ultralytics detection checkpoint may reference besides tensors and plain data (which
+# torch's weights-only unpickler allows anyway): its model classes, torch.nn layers and containers, the
+# train-args namespace, numpy scalars in metrics, paths, loss/assigner objects of a training run. The same
+# families Ultralytics' own opt-in restricted loader (`ULTRALYTICS_SAFE_LOAD`, 8.4) accepts for detection.
+_MODULE_PACKAGES = ("torch.nn.modules.", "ultralytics.nn.modules.")
+_CLASS_MODULES = ("ultralytics.utils.loss", "ultralytics.utils.tal")  # plain classes defined there
+
+
+def checkpoint_global(name: str):
+    """The object a checkpoint may reference as `name` (module.attr), or None: refused."""
+    import importlib
+    import pathlib
+
+    import numpy as np
+    import torch.nn as nn
+
+    module, _, attr = name.rpartition(".")
+    if name in ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar"):
+        return np.float64(0).__reduce__()[0]
+    if name == "numpy.dtype":
+        return np.dtype
+    if module == "numpy.dtypes":  # np.dtype(np.float64) pickles as numpy.dtypes.Float64DType
+        obj = getattr(np.dtypes, attr, None)
+        return obj if isinstance(obj, type) and issubclass(obj, np.dtype) else None
+    if name in ("pathlib.PosixPath", "pathlib.WindowsPath", "pathlib._local.PosixPath",
+                "pathlib._local.WindowsPath"):
+        return type(pathlib.Path())
+    if name in ("ultralytics.utils.IterableSimpleNamespace", "ultralytics.yolo.utils.IterableSimpleNamespace"):
+        from ultralytics.utils import IterableSimpleNamespace
+        return IterableSimpleNamespace
+    if name == "builtins.getattr":
+        return _module_getattr
+    model_module = module.startswith(_MODULE_PACKAGES) or module in ("torch.nn.modules", "ultralytics.nn.modules",
+                                                                      "ultralytics.nn.tasks")
+    if not (model_module or module in _CLASS_MODULES) or attr.startswith("_"):
+        return None
+    try:
+        obj = getattr(importlib.import_module(module), attr, None)
+    except ImportError:
+        return None
+    if not isinstance(obj, type):
+        return None
+    if model_module:
+        return obj if issubclass(obj, nn.Module) else None
+    return obj if obj.__module__ == module else None
+
+
+def _module_getattr(obj, name: str):
+    """`getattr` as some checkpoints pickle it (a layer's bound `forward`): nn.Module classes and
+    instances only, never dunder names."""
+    import torch.nn as nn
+
+    if name.startswith("_") or not (isinstance(obj, nn.Module) or (isinstance(obj, type)
+                                                                   and issubclass(obj, nn.Module))):
+        import pickle
+        raise pickle.UnpicklingError(f"getattr({type(obj).__name__}, {name!r}) is not allowed in a checkpoint")
+    return getattr(obj, name)
+
+
+UNLOADABLE_FIX = ("re-download or re-export the file; it must be saved by Ultralytics (model.save() or training), "
+                  "not a bare state_dict, TorchScript or truncated copy")
+
+
+def load_checkpoint(pt: Path, key: str, trust: bool = False) -> dict:
+    """The checkpoint dict, through the weights-only unpickler unless the manifest trusts the file."""
+    from ..tooling import safe_checkpoint
+
+    configure()
+    ckpt = safe_checkpoint.load(pt, checkpoint_global, key=key, what="checkpoint", fix=UNLOADABLE_FIX, trust=trust)
+    import torch.nn as nn
+
+    model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"'{pt}' is not a loadable Ultralytics checkpoint (it holds no model: "
+                        f"{type(ckpt).__name__} without 'model' or 'ema')", key=key, fix=UNLOADABLE_FIX)
+    if ckpt.get("modelopt"):
+        raise UserError(f"'{pt}' is a quantization-aware-trained (NVIDIA ModelOpt) checkpoint, which this pipeline "
+                        "does not export", key=key, fix="export the model with Ultralytics' own exporter, or use the "
+                                                         "checkpoint from before QAT")
+    return ckpt
+
+
+_LOADED: dict = {}  # the last checkpoint loaded in this process: (file identity, trust) -> prepared model
+
+
+def _prepared(ckpt: dict, pt: Path):
+    """The model as Ultralytics' `load_checkpoint` prepares it: FP32, eval, its args and task set."""
+    import torch
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+    from ultralytics.nn.tasks import guess_model_task
+
+    model = (ckpt.get("ema") or ckpt["model"]).float()
+    model.args = {**DEFAULT_CFG_DICT, **(ckpt.get("train_args") or {})}
+    model.pt_path = str(pt)
+    model.task = getattr(model, "task", None) or guess_model_task(model)
+    if not hasattr(model, "stride"):
+        model.stride = torch.tensor([32.0])
+    model = model.eval()
+    for m in model.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = True
+        elif isinstance(m, torch.nn.Upsample) and not hasattr(m, "recompute_scale_factor"):
+            m.recompute_scale_factor = None  # torch 1.11.0 compatibility
+    return model
+
+
+class UltralyticsDetector(DetectorFamily):
+    """An Ultralytics detection family. yaml: its architecture file under ultralytics/cfg/models/ (the
+    scale letter is read from the file name, yolo11n.yaml -> n); head_classes: the Detect head classes
+    its checkpoints carry."""
+    yaml = ""
+    head_classes: tuple[str, ...] = ("Detect",)
+
+    # ---- loading
+    def load(self, pt: Path, key: str, trust: bool = False, *, take: bool = False):
+        """The checkpoint as FP32 eval model; a clear UserError for anything this family does not serve.
+
+        A file just loaded by an earlier step of the same run (same inode, size and mtime: artifacts are
+        replaced by rename, never rewritten) is not unpickled again: a step that only reads the model
+        shares it; `take=True` (a step that changes it, e.g. fuses it for export) takes it out of the memo."""
+        st = os.stat(pt)
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, bool(trust))
+        model = _LOADED.pop(ident, None)
+        if model is None:
+            model = _prepared(load_checkpoint(pt, key, trust), pt)
+            self.check(model, pt, key)
+        _LOADED.clear()
+        if not take:
+            _LOADED[ident] = model
+        return model
+
+    def check(self, model, pt: Path, key: str) -> None:
+        """A detection model with one of this family's heads, or one paragraph naming what the file is."""
+        head = model.model[-1] if hasattr(model, "model") else None
+        task = getattr(model, "task", "unknown")
+        if task != "detect" or type(head).__name__ not in self.head_classes:
+            kind = {"segment": "a segmentation", "pose": "a pose", "obb": "an oriented-box (OBB)",
+                    "classify": "a classification", "detect": "a detection"}.get(task, f"a {task}")
+            raise UserError(f"'{pt}' is {kind} model ({type(head).__name__} head); this pipeline exports detection "
+                            f"models only ({ACCEPTED}; segmentation, pose, OBB and classification are not supported)",
+                            key=key, fix=f"point it at a {ACCEPTED} detection checkpoint")
+        if getattr(head, "end2end", False) and not self.serves_nms_free:
+            raise UserError(f"'{pt}' has an NMS-free end-to-end head (YOLOv10/YOLO26 style), whose outputs are not "
+                            f"the raw [B, 4+nc, anchors] tensor a {self.title} model serves", key=key,
+                            fix=f"use a {self.title} detection checkpoint")
+
+    @property
+    def serves_nms_free(self) -> bool:
+        return len(self.heads) > 1 or self.heads[0] != ANCHORS
+
+    def describe(self, model) -> dict:
+        """Classes, names and strides of a loaded model, for its checkpoint record."""
+        names = {int(k): str(v) for k, v in dict(model.names).items()}
+        nc = int(model.model[-1].nc)
+        return {"num_classes": nc, "names": [names.get(i, f"class{i}") for i in range(nc)],
+                "stride": [float(s) for s in model.stride]}
+
+    def architecture(self, arch: str, nc: int) -> tuple[dict, str]:
+        """(architecture YAML with `nc` classes, the file name it must be built from) of an `arch:` entry."""
+        import yaml
+        from ultralytics.utils import ROOT
+
+        cfg = yaml.safe_load((ROOT / "cfg/models" / self.yaml).read_text())
+        cfg["nc"] = nc
+        return cfg, f"{arch}.yaml"
+
+    def download_url(self, file_name: str) -> str:
+        """Where a built-in's weights come from (Ultralytics' asset code picks the release itself)."""
+        return RELEASE_URL.format(file=file_name)
+
+    def download(self, file_name: str, folder: Path) -> Path:
+        """A built-in's weights through Ultralytics' asset code (retries, .part files, disk-space check)."""
+        configure()
+        from ultralytics.utils.downloads import attempt_download_asset
+
+        return Path(attempt_download_asset(str(folder / file_name), retry=3))
+
+    def untrained(self, arch: str, names: list[str], out: Path, scratch: Path, key: str) -> None:
+        """Write an untrained `arch` checkpoint with these classes to `out`: seeded random weights, the same
+        bytes every time (Model.save's date fixed, no temporary path inside)."""
+        import io
+
+        configure()
+        import torch
+        import yaml
+        from ultralytics import YOLO
+
+        cfg, cfg_name = self.architecture(arch, len(names))
+        # A fixed name (not the pid-stamped temporary one): Ultralytics keeps traces of the path in the model.
+        cfg_file = scratch / cfg_name
+        cfg_file.write_text(yaml.safe_dump(cfg))
+        torch.manual_seed(0)
+        yolo = YOLO(str(cfg_file), task="detect")
+        yolo.model.names = dict(enumerate(names))
+        yolo.model.yaml["yaml_file"] = cfg_name
+        yolo.save(str(out))
+        # Model.save stamps the current date; fixed, so that a rebuild does not cascade through every artifact.
+        ckpt = load_checkpoint(out, key)  # weights-only: Model.save()'s output passes the allowlist
+        ckpt["date"] = "untrained"
+        buffer = io.BytesIO()  # torch names the zip's folder after the file: saved unnamed (pid-free)
+        torch.save(ckpt, buffer)
+        out.write_bytes(buffer.getvalue())
+
+    # ---- the raw graph
+    verify_batch = VERIFY_BATCH
+
+    def graph(self, head: str) -> GraphSpec:
+        """The raw graph of a head kind: names, dynamic axes, how it is compared with PyTorch."""
+        return RAW_GRAPH
+
+    def verification_images(self, batch: int, imgsz: int):
+        return verification_images(batch, imgsz)
+
+    def reference_outputs(self, model, x, head: str):
+        """What the unfused checkpoint model computes on `x` (NumPy): the source of truth of the export."""
+        import torch
+
+        with torch.inference_mode():
+            return model(x)[0].numpy()
+
+    def differences(self, got, want, head: str) -> dict:
+        """How far two raw outputs of this head are apart (an FP16 graph from the FP32 one, say)."""
+        return differences(got, want)
+
+    def summary(self, reference, head: str) -> dict:
+        """A few numbers of the reference worth a line in the record (e.g. that anything scores at all)."""
+        return {"max_score": float(reference[:, 4:].max())}
+
+    def export_ready(self, model, imgsz: int, head: str = ANCHORS):
+        """Fuse and put the Detect head in export mode, as Ultralytics' exporter does (dynamic batch).
+        Returns (model, fixed output dims [4 + nc, anchors], ONNX metadata)."""
+        from ultralytics.nn.modules.head import Detect
+
+        for p in model.parameters():
+            p.requires_grad = False
+        model = model.eval().fuse(verbose=False)
+        for m in model.modules():
+            if isinstance(m, Detect):
+                m.export, m.format, m.dynamic, m.shape = True, "onnx", True, None
+        nc, anchors = int(model.model[-1].nc), sum((imgsz // int(s)) ** 2 for s in model.stride)
+        meta = {"producer": "triton-export-pipeline", "task": "detect", "imgsz": str([imgsz, imgsz]),
+                "names": str({int(k): v for k, v in dict(model.names).items()}), "stride": str(int(max(model.stride))),
+                "family": self.name, "head": ANCHORS}
+        return model, [4 + nc, anchors], meta
+
+    def fp32_nodes(self, graph) -> list[str]:
+        """Nodes of the exported graph that stay FP32 in the FP16 graph for TensorRT: the Detect head's
+        decoding (reshape, DFL softmax, anchors x stride), not its learned convolutions (cv2, cv3)."""
+        out = graph.graph.output[0].name
+        producer = next(n for n in graph.graph.node if out in n.output)
+        prefix = producer.name.rsplit("/", 1)[0] + "/"  # the Detect module's scope in a torch-exported graph
+        convs = tuple(prefix + c for c in ("cv2", "cv3"))
+        return [n.name for n in graph.graph.node if n.name.startswith(prefix) and not n.name.startswith(convs)]
+
+    # ---- what predict does, for references
+    def letterbox(self, bgr, imgsz: int):
+        """What Ultralytics' predictor feeds the model for one BGR image: RGB, CHW, [0, 1], FP32."""
+        import numpy as np
+
+        configure()
+        from ultralytics.data.augment import LetterBox
+
+        img = LetterBox((imgsz, imgsz), auto=False)(image=bgr)
+        return np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1)).astype(np.float32) / 255.0
+
+    def predictor(self, pt: str, head: str):
+        """Ultralytics' own predict on original BGR images, with the head this pipeline serves:
+        (images, imgsz, conf, iou, max_det) -> [(boxes x1y1x2y2 in original pixels, classes)]."""
+        configure()
+        from ultralytics import YOLO
+
+        model = YOLO(pt)
+
+        def predict(images, *, imgsz, conf, iou, max_det):
+            res = model.predict(images, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, rect=False, verbose=False)
+            return [(r.boxes.xyxy.numpy(), r.boxes.cls.numpy().astype(int)) for r in res]
+        return predict
+
+    def client_detections(self, raw, shapes, *, imgsz: int, conf: float, iou: float, max_det: int, head: str):
+        """What a client of the raw folder does with its output: NMS (Ultralytics'), then boxes scaled back
+        to each original image (`shapes`: their HxWxC)."""
+        configure()
+        import torch
+        from ultralytics.utils import nms, ops
+
+        out = []
+        for shape, p in zip(shapes, nms.non_max_suppression(torch.from_numpy(raw), conf, iou, max_det=max_det)):
+            boxes = ops.scale_boxes((imgsz, imgsz), p[:, :4].clone(), shape)
+            out.append((boxes.numpy(), p[:, 5].numpy().astype(int)))
+        return out
