@@ -66,6 +66,7 @@ models:
   smoke: {arch: yolo11n, class_names: [a, b], formats: [onnx, onnx_end2end, trt, trt_end2end, dali_end2end,
                                                      dali_trt_end2end]}
   fp32: {arch: yolo11n, precision: fp32, formats: [trt_end2end]}
+  nofree: {arch: yolo26n, class_names: [a], nms_free: true, topk: 50, formats: [onnx_end2end, trt_end2end]}
   fleet: {arch: yolo11n, formats: [trt, trt_end2end], gpu_targets: ["9.0"], tensorrt: "10.16.1.11"}
 encoders:
   clip: {model: MobileCLIP2-S2, weights: untrained, image_max_batch: 2, text_max_batch: 2}

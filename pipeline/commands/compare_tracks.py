@@ -73,7 +73,8 @@ def compare(family, head: str, pt: str, raw: str, end2end: str, settings: dict, 
     from ..builders.boxes_onnx import letterbox_params, reference
     from ..tooling.efficient_nms import cpu_session
 
-    imgsz, conf, iou, topk = settings["imgsz"], settings["conf"], settings["iou"], settings["topk"]
+    imgsz, conf, topk = settings["imgsz"], settings["conf"], settings["topk"]
+    iou = settings.get("iou", 0.7)  # an NMS-free head has none: predict and the client ignore it
     scale = float(imgsz) if settings["normalize_boxes"] else 1.0
     predict = family.predictor(pt, head)
     raw_s = ort.InferenceSession(raw, providers=["CPUExecutionProvider"])
@@ -218,7 +219,8 @@ class CompareTracks(DoitCmdBase):
         family = getattr(importlib.import_module(module), attr)
         rows = compare(family, raw["params"]["head"], raw["inputs"]["checkpoint"], raw["outputs"]["onnx"],
                        e2e["outputs"]["onnx"], settings, files, batch, dali)
-        title = f"{name}: {len(files)} images, imgsz {settings['imgsz']}, conf {settings['conf']}, iou {settings['iou']}"
+        title = f"{name}: {len(files)} images, imgsz {settings['imgsz']}, conf {settings['conf']}" + (
+            f", iou {settings['iou']}" if 'iou' in settings else ", NMS-free head")
         from rich.console import Console
         from rich.table import Table
 

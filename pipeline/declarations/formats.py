@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 
+from ..families.base import ANCHORS
 from . import layout as L
 from .steps import encoders, graphs
 from .steps.ensembles import DetectionEnsemble, SearchEnsemble
@@ -54,9 +55,12 @@ class Format:
         return getattr(self.folders.get(kind), "plans_from", None) is not None
 
 
-def _onnxruntime_tensorrt(m: dict) -> dict:
+def _onnxruntime_tensorrt(m: dict) -> dict | None:
     """Triton's onnxruntime backend runs EfficientNMS_TRT only through its TensorRT execution accelerator:
-    the parameters of `optimization { execution_accelerators { gpu_execution_accelerator ... } }`."""
+    the parameters of `optimization { execution_accelerators { gpu_execution_accelerator ... } }`. An
+    NMS-free head's End2End graph needs none: plain onnxruntime runs it, on CPU and GPU alike."""
+    if m["head"] != ANCHORS:
+        return None
     s, o = m["settings"], m["settings"]["onnx_tensorrt"]
     return {"precision_mode": (o["precision"] or s["precision"]).upper(),
             "max_workspace_size_bytes": str(int((o["workspace_gb"] or s["workspace_gb"]) * (1 << 30))),

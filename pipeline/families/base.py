@@ -44,6 +44,11 @@ class DetectorFamily(Family):
     def head(self, nms_free: bool) -> str:
         return TOPK if nms_free else ANCHORS
 
+    def recognizes(self, classes: set[str], one2one: bool) -> bool:
+        """A checkpoint of this family, from the class names it holds and whether its head has a one-to-one
+        branch."""
+        return False
+
 
 class EncoderFamily(Family):
     """An embedding family (visual search): models: what an `encoders:` entry's `model` accepts; roles:

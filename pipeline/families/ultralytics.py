@@ -15,16 +15,16 @@ from pathlib import Path
 from ..engine import paths, threads
 from ..engine.errors import UserError
 from ..tooling.onnx_tools import GraphSpec
-from .base import ANCHORS, Builtin, DetectorFamily
+from .base import TOPK, Builtin, DetectorFamily
 
 BOX_TOL_PX = 1e-2   # max |Δ| of box coordinates (pixels) ONNX Runtime vs PyTorch
 SCORE_TOL = 1e-4    # max |Δ| of class scores
 VERIFY_BATCH = 2
-SIZES = {"nano": "n", "small": "s", "medium": "m", "large": "l", "xlarge": "x"}
+SIZES = {"nano": "n", "small": "s", "medium": "m", "balanced": "b", "large": "l", "xlarge": "x"}  # b: YOLOv10
 # The Ultralytics detection families registered in declarations/families.py (a test holds the two equal).
-ACCEPTED = "YOLO11"
+ACCEPTED = "YOLO11, YOLOv8, YOLO26, YOLOv10"
 RELEASE_URL = "https://github.com/ultralytics/assets/releases/download/v8.4.0/{file}"  # Ultralytics' assets
-MAX_BATCH = {"n": 128, "s": 64, "m": 32, "l": 16, "x": 8}  # the documented batch per size
+MAX_BATCH = {"n": 128, "s": 64, "m": 32, "b": 24, "l": 16, "x": 8}  # the documented batch per size (b: between)
 
 
 def builtins(key: str, name: str, file: str, scales: str = "nsmlx") -> tuple[Builtin, ...]:
@@ -178,12 +178,58 @@ def _prepared(ckpt: dict, pt: Path):
     return model
 
 
+def _one2one(head) -> bool:
+    """The head carries the one-to-one (NMS-free) branch (YOLOv10, YOLO26)."""
+    return getattr(head, "one2one_cv2", None) is not None
+
+
+def _topk_differences(got, want) -> dict:
+    """Two [B, K, 6] top-k outputs (x1, y1, x2, y2, score, class): the sorted scores of each image, and
+    every row strictly above the k-th score — where no tie can decide membership — matched to a row of the
+    other with the same class, box and score (a tie may order rows, or pick the k-th, either way)."""
+    import numpy as np
+
+    score_diff, box_diff, unmatched = 0.0, 0.0, 0
+    for g, w in zip(got, want):
+        gs, ws = np.sort(g[:, 4])[::-1], np.sort(w[:, 4])[::-1]
+        score_diff = max(score_diff, float(np.abs(gs - ws).max()) if len(gs) else 0.0)
+        cut = ws[-1] + SCORE_TOL if len(ws) else np.inf
+        for row in g[g[:, 4] > cut]:
+            same = w[(w[:, 5] == row[5]) & (np.abs(w[:, 4] - row[4]) <= SCORE_TOL)]
+            d = np.abs(same[:, :4] - row[:4]).max(axis=1) if len(same) else np.array([np.inf])
+            box_diff = max(box_diff, float(d.min()))
+            unmatched += int(d.min() > BOX_TOL_PX)
+    return {"max_abs_box_px": box_diff, "max_abs_score": score_diff, "unmatched_rows": unmatched}
+
+
+def _compare_topk(got, want) -> dict:
+    d = _topk_differences(got, want)
+    return {**d, "box_tolerance_px": BOX_TOL_PX, "score_tolerance": SCORE_TOL,
+            "passed": d["unmatched_rows"] == 0 and d["max_abs_score"] <= SCORE_TOL}
+
+
+TOPK_GRAPH = GraphSpec(inputs=("images",), outputs=("output0",), compare=_compare_topk)
+
+
 class UltralyticsDetector(DetectorFamily):
     """An Ultralytics detection family. yaml: its architecture file under ultralytics/cfg/models/ (the
-    scale letter is read from the file name, yolo11n.yaml -> n); head_classes: the Detect head classes
-    its checkpoints carry."""
+    scale letter is read from the file name, yolo11n.yaml -> n); head_classes: the Detect head classes its
+    checkpoints carry; blocks: module classes of which one marks its checkpoints (C3k2: YOLO11 and YOLO26;
+    C2f: YOLOv8); one2one: its head carries the one-to-one branch.
+
+    Heads (the step's `head` parameter): {"kind": "anchors"} — the one-to-many branch, `output0
+    [B, 4 + nc, anchors]`, NMS appended for End2End; {"kind": "topk", "max_det": K, "agnostic": bool} — the
+    one-to-one branch, `output0 [B, K, 6]` (x1, y1, x2, y2, score, class), no NMS at all."""
     yaml = ""
     head_classes: tuple[str, ...] = ("Detect",)
+    blocks: tuple[str, ...] = ()
+    one2one = False
+
+    def recognizes(self, classes: set[str], one2one: bool) -> bool:
+        """A checkpoint of this family, from the class names it holds and whether its head has the one-to-one
+        branch (read from the file without running it, or from the loaded model)."""
+        return (bool(set(self.head_classes) & classes) and one2one == self.one2one
+                and (not self.blocks or bool(set(self.blocks) & classes)))
 
     # ---- loading
     def load(self, pt: Path, key: str, trust: bool = False, *, take: bool = False):
@@ -204,23 +250,22 @@ class UltralyticsDetector(DetectorFamily):
         return model
 
     def check(self, model, pt: Path, key: str) -> None:
-        """A detection model with one of this family's heads, or one paragraph naming what the file is."""
+        """A detection model of this family, or one paragraph naming what the file is."""
         head = model.model[-1] if hasattr(model, "model") else None
         task = getattr(model, "task", "unknown")
-        if task != "detect" or type(head).__name__ not in self.head_classes:
+        if task != "detect" or not isinstance(head, _detect()):
             kind = {"segment": "a segmentation", "pose": "a pose", "obb": "an oriented-box (OBB)",
                     "classify": "a classification", "detect": "a detection"}.get(task, f"a {task}")
             raise UserError(f"'{pt}' is {kind} model ({type(head).__name__} head); this pipeline exports detection "
                             f"models only ({ACCEPTED}; segmentation, pose, OBB and classification are not supported)",
                             key=key, fix=f"point it at a {ACCEPTED} detection checkpoint")
-        if getattr(head, "end2end", False) and not self.serves_nms_free:
-            raise UserError(f"'{pt}' has an NMS-free end-to-end head (YOLOv10/YOLO26 style), whose outputs are not "
-                            f"the raw [B, 4+nc, anchors] tensor a {self.title} model serves", key=key,
-                            fix=f"use a {self.title} detection checkpoint")
-
-    @property
-    def serves_nms_free(self) -> bool:
-        return len(self.heads) > 1 or self.heads[0] != ANCHORS
+        classes = {type(m).__name__ for m in model.modules()}
+        if not self.recognizes(classes, _one2one(head)):
+            branch = "with" if _one2one(head) else "without"
+            raise UserError(f"'{pt}' is not a {self.title} detection model: its head is {type(head).__name__} {branch} "
+                            "a one-to-one (NMS-free) branch", key=key.removesuffix(".pt_file") + ".family",
+                            fix=f"remove 'family' from the entry (the family is read from the checkpoint) or set it to "
+                                f"the checkpoint's own ({ACCEPTED})")
 
     def describe(self, model) -> dict:
         """Classes, names and strides of a loaded model, for its checkpoint record."""
@@ -234,7 +279,7 @@ class UltralyticsDetector(DetectorFamily):
         import yaml
         from ultralytics.utils import ROOT
 
-        cfg = yaml.safe_load((ROOT / "cfg/models" / self.yaml).read_text())
+        cfg = yaml.safe_load((ROOT / "cfg/models" / self.yaml.format(arch=arch)).read_text())
         cfg["nc"] = nc
         return cfg, f"{arch}.yaml"
 
@@ -275,55 +320,67 @@ class UltralyticsDetector(DetectorFamily):
         torch.save(ckpt, buffer)
         out.write_bytes(buffer.getvalue())
 
-    # ---- the raw graph
+    # ---- the raw graph of a head (the step's `head` parameter)
     verify_batch = VERIFY_BATCH
 
-    def graph(self, head: str) -> GraphSpec:
-        """The raw graph of a head kind: names, dynamic axes, how it is compared with PyTorch."""
-        return RAW_GRAPH
+    def graph(self, head: dict) -> GraphSpec:
+        """The raw graph of a head: names, dynamic axes, how it is compared with PyTorch."""
+        return TOPK_GRAPH if head["kind"] == TOPK else RAW_GRAPH
 
     def verification_images(self, batch: int, imgsz: int):
         return verification_images(batch, imgsz)
 
-    def reference_outputs(self, model, x, head: str):
-        """What the unfused checkpoint model computes on `x` (NumPy): the source of truth of the export."""
+    def select(self, model, head: dict):
+        """Put the model's Detect head on the branch `head` names (one-to-one: with its top-k settings)."""
+        detect = model.model[-1]
+        if head["kind"] == TOPK:
+            detect.end2end, detect.max_det, detect.agnostic_nms = True, int(head["max_det"]), bool(head["agnostic"])
+        elif _one2one(detect):
+            detect.end2end = False
+        return model
+
+    def reference_outputs(self, model, x, head: dict):
+        """What the unfused checkpoint model computes on `x` with this head (NumPy): the export's truth."""
         import torch
 
         with torch.inference_mode():
-            return model(x)[0].numpy()
+            return self.select(model, head)(x)[0].numpy()
 
-    def differences(self, got, want, head: str) -> dict:
+    def differences(self, got, want, head: dict) -> dict:
         """How far two raw outputs of this head are apart (an FP16 graph from the FP32 one, say)."""
-        return differences(got, want)
+        return _topk_differences(got, want) if head["kind"] == TOPK else differences(got, want)
 
-    def summary(self, reference, head: str) -> dict:
+    def summary(self, reference, head: dict) -> dict:
         """A few numbers of the reference worth a line in the record (e.g. that anything scores at all)."""
-        return {"max_score": float(reference[:, 4:].max())}
+        return {"max_score": float(reference[..., 4].max() if head["kind"] == TOPK else reference[:, 4:].max())}
 
-    def export_ready(self, model, imgsz: int, head: str = ANCHORS):
-        """Fuse and put the Detect head in export mode, as Ultralytics' exporter does (dynamic batch).
-        Returns (model, fixed output dims [4 + nc, anchors], ONNX metadata)."""
+    def export_ready(self, model, imgsz: int, head: dict):
+        """Fuse (dropping the other branch) and put the Detect head in export mode, as Ultralytics' exporter
+        does (dynamic batch). Returns (model, fixed output dims without the batch, ONNX metadata)."""
         from ultralytics.nn.modules.head import Detect
 
         for p in model.parameters():
             p.requires_grad = False
-        model = model.eval().fuse(verbose=False)
+        model = self.select(model.eval(), head).fuse(verbose=False)
         for m in model.modules():
             if isinstance(m, Detect):
                 m.export, m.format, m.dynamic, m.shape = True, "onnx", True, None
         nc, anchors = int(model.model[-1].nc), sum((imgsz // int(s)) ** 2 for s in model.stride)
+        dims = [min(int(head["max_det"]), anchors), 6] if head["kind"] == TOPK else [4 + nc, anchors]
         meta = {"producer": "triton-export-pipeline", "task": "detect", "imgsz": str([imgsz, imgsz]),
                 "names": str({int(k): v for k, v in dict(model.names).items()}), "stride": str(int(max(model.stride))),
-                "family": self.name, "head": ANCHORS}
-        return model, [4 + nc, anchors], meta
+                "family": self.name, "head": head["kind"]}
+        return model, dims, meta
 
     def fp32_nodes(self, graph) -> list[str]:
         """Nodes of the exported graph that stay FP32 in the FP16 graph for TensorRT: the Detect head's
-        decoding (reshape, DFL softmax, anchors x stride), not its learned convolutions (cv2, cv3)."""
+        decoding (reshape, DFL softmax, anchors x stride; the top-k selection of a one-to-one head), not its
+        learned convolutions (cv2, cv3 or their one-to-one twins)."""
         out = graph.graph.output[0].name
         producer = next(n for n in graph.graph.node if out in n.output)
-        prefix = producer.name.rsplit("/", 1)[0] + "/"  # the Detect module's scope in a torch-exported graph
-        convs = tuple(prefix + c for c in ("cv2", "cv3"))
+        prefix = producer.name.split("/")[:2]  # the Detect module's scope in a torch-exported graph: /model.23/
+        prefix = "/".join(prefix) + "/"
+        convs = tuple(prefix + c for c in ("cv2", "cv3", "one2one_cv2", "one2one_cv3"))
         return [n.name for n in graph.graph.node if n.name.startswith(prefix) and not n.name.startswith(convs)]
 
     # ---- what predict does, for references
@@ -337,28 +394,38 @@ class UltralyticsDetector(DetectorFamily):
         img = LetterBox((imgsz, imgsz), auto=False)(image=bgr)
         return np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1)).astype(np.float32) / 255.0
 
-    def predictor(self, pt: str, head: str):
-        """Ultralytics' own predict on original BGR images, with the head this pipeline serves:
-        (images, imgsz, conf, iou, max_det) -> [(boxes x1y1x2y2 in original pixels, classes)]."""
+    def predictor(self, pt: str, head: dict):
+        """Ultralytics' own predict on original BGR images, with the head this pipeline serves (nms=False
+        selects the one-to-one head): (images, imgsz, conf, iou, max_det) -> [(boxes x1y1x2y2 in original
+        pixels, classes)]."""
         configure()
         from ultralytics import YOLO
 
         model = YOLO(pt)
+        topk = head["kind"] == TOPK
 
         def predict(images, *, imgsz, conf, iou, max_det):
-            res = model.predict(images, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, rect=False, verbose=False)
+            res = model.predict(images, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, rect=False, verbose=False,
+                                **({"nms": False, "agnostic_nms": bool(head["agnostic"])} if topk else {}))
             return [(r.boxes.xyxy.numpy(), r.boxes.cls.numpy().astype(int)) for r in res]
         return predict
 
-    def client_detections(self, raw, shapes, *, imgsz: int, conf: float, iou: float, max_det: int, head: str):
-        """What a client of the raw folder does with its output: NMS (Ultralytics'), then boxes scaled back
-        to each original image (`shapes`: their HxWxC)."""
+    def client_detections(self, raw, shapes, *, imgsz: int, conf: float, iou: float, max_det: int, head: dict):
+        """What a client of the raw folder does with its output: NMS (Ultralytics'; for a one-to-one head only
+        its score filter), then boxes scaled back to each original image (`shapes`: their HxWxC)."""
         configure()
         import torch
         from ultralytics.utils import nms, ops
 
         out = []
-        for shape, p in zip(shapes, nms.non_max_suppression(torch.from_numpy(raw), conf, iou, max_det=max_det)):
+        kept = nms.non_max_suppression(torch.from_numpy(raw), conf, iou, max_det=max_det, end2end=head["kind"] == TOPK)
+        for shape, p in zip(shapes, kept):
             boxes = ops.scale_boxes((imgsz, imgsz), p[:, :4].clone(), shape)
             out.append((boxes.numpy(), p[:, 5].numpy().astype(int)))
         return out
+
+
+def _detect():
+    from ultralytics.nn.modules.head import Detect
+
+    return Detect

@@ -258,7 +258,7 @@ def convert_fp16(model, keep_io_types, node_block_list=None):
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     fp16 = convert_float_to_float16(model, keep_io_types=keep_io_types, node_block_list=node_block_list)
-    return export_like(gs.import_onnx(fp16).toposort(), model)
+    return export_like(gs.import_onnx(fp16).cleanup().toposort(), model)  # no dead Cast the converter left
 
 
 def input_dtype(model):
@@ -317,6 +317,14 @@ def run(path: Path, feeds: dict, basic_optimizations: bool = False):
     while len(_RESULTS) > _KEEP:
         _RESULTS.popitem(last=False)
     return out
+
+
+def run_model(model, feeds: dict):
+    """One onnxruntime CPU run of an in-memory graph (a part cut out of a written one, say)."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model.SerializeToString(), session_options(),
+                                providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
 def validate(path: Path, spec: GraphSpec, cases: list[tuple[dict, list]], *, what: str, key: str) -> list[dict]:

@@ -110,3 +110,39 @@ def _unreadable(path: Path, e: BaseException, key: str, what: str, fix: str) -> 
     detail = f"{type(e).__name__}: {first}" if first else type(e).__name__
     return UserError(f"the {what} '{path}' is not a loadable checkpoint: it is damaged, truncated or not a torch "
                      f"file ({detail})", key=key, fix=fix)
+
+
+def referenced(path: Path) -> tuple[set[str], set[str]] | None:
+    """(the globals, the short strings) a torch zip checkpoint's pickle references, read without running it
+    (nor importing torch): what a model family recognizes a checkpoint by. None when the file is not a
+    readable torch zip (loading it says why, in one paragraph)."""
+    import pickletools
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next(n for n in z.namelist() if n == "data.pkl" or n.endswith("/data.pkl"))
+            data = z.read(name)
+        globals_, strings, memo, recent = set(), set(), {}, []
+        for op, arg, _ in pickletools.genops(data):
+            kind = op.name
+            if kind in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"):
+                strings.add(arg)
+                recent.append(arg)
+            elif kind in ("BINGET", "LONG_BINGET", "GET"):
+                recent.append(memo.get(arg))
+            elif kind in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[arg] = recent[-1] if recent else None
+            elif kind == "MEMOIZE":
+                memo[len(memo)] = recent[-1] if recent else None
+            elif kind == "GLOBAL":
+                globals_.add(arg.replace(" ", "."))
+            elif kind == "STACK_GLOBAL":  # module and name: the two strings pushed last
+                if len(recent) > 1 and isinstance(recent[-2], str) and isinstance(recent[-1], str):
+                    globals_.add(f"{recent[-2]}.{recent[-1]}")
+                recent.append(None)
+            else:
+                recent.append(None)
+        return globals_, strings
+    except Exception:  # not a zip, no pickle, a truncated stream: the loader's paragraph says what
+        return None

@@ -62,7 +62,19 @@ def _cached(path: Path) -> list[dict] | None:
     except (OSError, ValueError):
         return None
     ok = isinstance(records, list) and all(isinstance(r, dict) and "key" in r and "settings" in r for r in records)
-    return records if ok else None
+    return records if ok and all(_same_checkpoint(r) for r in records) else None
+
+
+def _same_checkpoint(record: dict) -> bool:
+    """A family read from a checkpoint file holds while the file is unchanged (records.py)."""
+    stamp = record.get("checkpoint_stamp")
+    if stamp is None:
+        return True
+    try:
+        st = os.stat(record["pt"])
+    except OSError:
+        return False
+    return [st.st_mtime_ns, st.st_size] == stamp
 
 
 def _missing(path: str) -> str | None:

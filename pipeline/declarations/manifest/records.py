@@ -16,12 +16,15 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ...engine.errors import UserError
+from ...families.base import ANCHORS, TOPK
 from ...tooling import triton_releases
 from .. import families, formats, layout
 from ..steps.ensembles import SearchEnsemble
 from .custom import parse_custom
 from .schema import ALLOWED, NAME_RE, BUILTINS, EncoderEntry, Manifest, SearchEntry, Settings
 from .wording import explain
+
+TENSORRT_TOPK_MAX = 3840  # the largest K TensorRT's TopK layer takes (TensorRT 10/11 operator docs)
 
 
 def read_manifest(path: Path, custom: str | None = None) -> dict[str, Any]:
@@ -91,7 +94,7 @@ def resolve(path: Path, root: Path, custom: str | None = None, standalone_custom
             pt = Path(os.path.expanduser(entry.pt_file))
             pt = pt if pt.is_absolute() else (path.parent / pt)
             rec.update(source="file", pt=_portable(pt, root), untrained=False, name=entry.triton_name or pt.stem,
-                       family=entry.family or _checkpoint_family(pt))
+                       **_checkpoint_family(pt, entry.family))
         else:
             family = families.for_architecture(entry.arch)
             if entry.family and entry.family != family.name:
@@ -134,10 +137,21 @@ def _head(rec: dict, file: str) -> str:
     return head
 
 
-def _checkpoint_family(pt: Path) -> str:
-    """The family of a checkpoint file without a `family:` key. Every family loads and checks the file
-    before use (the inspect step), and refuses another family's with a paragraph."""
-    return next(iter(families.DETECTORS))
+def _checkpoint_family(pt: Path, given: str | None) -> dict:
+    """The family of a checkpoint: the entry's `family`, or read from the file (the classes its pickle
+    references; nothing runs). A file no family recognizes is given the first family, whose loading (the
+    inspect step) then says in one paragraph what the file is. A family read from the file is valid only
+    while the file is unchanged: its (mtime, size) is kept, and the cached resolution is redone when they
+    change (cache.py)."""
+    if given:
+        return {"family": given}
+    try:
+        st = os.stat(pt)
+    except OSError:  # missing: reported with the other inputs (cache.py)
+        return {"family": next(iter(families.DETECTORS))}
+    found = families.for_checkpoint(pt)
+    return {"family": (found.name if found else next(iter(families.DETECTORS))),
+            "checkpoint_stamp": [st.st_mtime_ns, st.st_size]}
 
 
 def _check(rec: dict, file: str) -> None:
@@ -154,7 +168,17 @@ def _check(rec: dict, file: str) -> None:
                         "artifact cache", file=file, key=f"{rec['key']}.gpu_targets",
                         fix="add triton: \"24.12\" (your server's release) or tensorrt: \"10.7.0.23\" beside "
                             "gpu_targets, in the same block")
-    if s.get("class_agnostic") and "onnx_end2end" in s["formats"] and rec.get("head") == "anchors":
+    if rec.get("head") == TOPK:
+        anchors = 21 * (s["imgsz"] // 32) ** 2  # the P3-P5 grid cells (8400 at 640)
+        if s["topk"] > anchors:
+            raise UserError(f"topk {s['topk']} exceeds the {anchors} candidates of an NMS-free head at imgsz "
+                            f"{s['imgsz']}", file=file, key=f"{rec['key']}.topk",
+                            fix=f"set topk to at most {anchors}, or raise imgsz")
+        if s["topk"] > TENSORRT_TOPK_MAX and any(f["plans"] for f in rec["folders"].values()):
+            raise UserError(f"topk {s['topk']} exceeds what TensorRT's TopK layer selects ({TENSORRT_TOPK_MAX}), "
+                            "and the NMS-free head is a TopK", file=file, key=f"{rec['key']}.topk",
+                            fix=f"set topk to at most {TENSORRT_TOPK_MAX} for the TensorRT formats")
+    if s.get("class_agnostic") and "onnx_end2end" in s["formats"] and rec.get("head") == ANCHORS:
         raise UserError("class_agnostic NMS cannot be served by the onnx_end2end format: onnxruntime's schema "
                         "of EfficientNMS_TRT has no class_agnostic attribute, so Triton's onnxruntime backend "
                         "would refuse the graph", file=file, key=f"{rec['key']}.class_agnostic",

@@ -3,16 +3,24 @@ TensorRT compiles."""
 from __future__ import annotations
 
 from ...engine.step import Step
-from ...families.base import ANCHORS
+from ...families.base import ANCHORS, TOPK
 from .. import layout as L
 from .common import detector, plans, settings, uses_family, wants
+
+def head(m: dict) -> dict:
+    """The head the raw graph serves (the builder's `head` parameter): the one-to-many branch, or the
+    one-to-one branch with its top-k settings (which then shape the raw graph itself)."""
+    if m["head"] == TOPK:
+        return {"kind": TOPK, "max_det": m["settings"]["topk"], "agnostic": m["settings"]["class_agnostic"]}
+    return {"kind": m["head"]}
+
 
 EXPORT_ONNX = Step(
     basename="export_onnx", doc="Export {name} to its raw ONNX ({head} head) and check it against PyTorch",
     builder="pipeline.builders.raw_onnx:export", applies=detector(), uses=uses_family,
     inputs={"checkpoint": lambda m: m["pt"], "checkpoint_record": L.checkpoint_record},
     outputs={"onnx": L.raw_onnx}, record=lambda m: L.verification_record(L.raw_onnx(m)),
-    params=lambda m: {**settings("imgsz", "opset")(m), "head": m["head"], "untrained": m["untrained"],
+    params=lambda m: {**settings("imgsz", "opset")(m), "head": head(m), "untrained": m["untrained"],
                       "trust_checkpoint": m["trust_checkpoint"]})
 
 
@@ -39,17 +47,19 @@ def end2end_graph(m: dict, fmt: str) -> str:
     return L.end2end_onnx(m) if fmt == "onnx_end2end" else trt_source(m, True)
 
 
-# The End2End tail each head kind needs: (builder, the manifest settings it reads).
+# The End2End tail each head kind needs: (builder, the manifest settings it reads). The one-to-one head's
+# tail has no NMS (no iou): a score threshold, the count, zero padding, INT32 classes.
 END2END_TAILS = {
     ANCHORS: ("pipeline.builders.end2end_onnx:build", ("imgsz", "topk", "iou", "conf", "normalize_boxes",
                                                         "class_agnostic")),
+    TOPK: ("pipeline.builders.topk_end2end_onnx:build", ("imgsz", "topk", "conf", "normalize_boxes")),
 }
 
 
-def _end2end(basename: str, head: str, source, output, wanted, doc: str) -> Step:
-    builder, keys = END2END_TAILS[head]
+def _end2end(basename: str, kind: str, source, output, wanted, doc: str) -> Step:
+    builder, keys = END2END_TAILS[kind]
     return Step(basename=basename, doc=doc, builder=builder, uses=uses_family,
-                applies=detector(lambda m: m["head"] == head and wanted(m)), inputs={"onnx": source},
+                applies=detector(lambda m: m["head"] == kind and wanted(m)), inputs={"onnx": source},
                 outputs={"onnx": output}, record=lambda m: L.verification_record(output(m)), params=settings(*keys))
 
 
@@ -61,7 +71,7 @@ FP16_ONNX = Step(
     basename="fp16_onnx", doc="FP16 copy of {name}'s raw ONNX for TensorRT (FP16 input, FP32 box decoding)",
     builder="pipeline.builders.fp16_onnx:convert", applies=detector(wants_fp16), uses=uses_family,
     inputs={"onnx": L.raw_onnx}, outputs={"onnx": L.fp16_onnx},
-    record=lambda m: L.verification_record(L.fp16_onnx(m)), params=lambda m: {**settings("imgsz")(m), "head": m["head"]})
+    record=lambda m: L.verification_record(L.fp16_onnx(m)), params=lambda m: {**settings("imgsz")(m), "head": head(m)})
 
 FP16_END2END_ONNX = tuple(_end2end("fp16_end2end_onnx", h, L.fp16_onnx, L.fp16_end2end_onnx,
                                    lambda m: wants_fp16(m) and wants("trt_end2end")(m),
