@@ -153,11 +153,16 @@ ensembles:
 """
 
 
-def project(tmp, formats, ckpt, norm="true", search=False) -> Project:
+NMS_FREE = "  nf: {pt_file: ../nf.pt, nms_free: true, formats: [dali_end2end]}\n"  # YOLO26, one-to-one head
+
+
+def project(tmp, formats, ckpt, norm="true", search=False, nms_free=None) -> Project:
     proj = make_project(tmp / "proj")
     shutil.copy(ckpt, tmp / "proj" / "det.pt")
+    if nms_free:
+        shutil.copy(nms_free, tmp / "proj" / "nf.pt")
     proj.write("manifests/m.yaml", MANIFEST.format(imgsz=IMGSZ, formats=formats, norm=norm, conf=CONF, iou=IOU)
-               + (SEARCH if search else ""))
+               + (NMS_FREE if nms_free else "") + (SEARCH if search else ""))
     return proj
 
 
@@ -171,10 +176,19 @@ def detector(tmp_path_factory, yolo_env):
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, detector, dali_site):
-    """DALI beside the venv, no TensorRT: dali_end2end and the Track E ensemble build; dali_trt_end2end is
-    skipped with its plan."""
-    proj = project(tmp_path_factory.mktemp("dali"), "dali_end2end, dali_trt_end2end", detector, search=True)
+def nms_free_detector(tmp_path_factory, yolo_env):
+    from helpers.detecting import make_detecting_checkpoint
+
+    d = tmp_path_factory.mktemp("nf")
+    return make_detecting_checkpoint(d / "nf.pt", ["defect"], imgsz=IMGSZ, seed=5, logit_bias=3.0, arch="yolo26n")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, detector, nms_free_detector, dali_site):
+    """DALI beside the venv, no TensorRT: dali_end2end (of a YOLO11 and of a YOLO26 served NMS-free) and the
+    Track E ensemble build; dali_trt_end2end is skipped with its plan."""
+    proj = project(tmp_path_factory.mktemp("dali"), "dali_end2end, dali_trt_end2end", detector, search=True,
+                   nms_free=nms_free_detector)
     env = {"PYTHONPATH": str(dali_site), "PIPELINE_CACHE": "off"}
     run = proj.doit("manifest=manifests/m.yaml", env=env)
     assert run.rc == 0, run.text
@@ -233,15 +247,17 @@ def unresized_cases() -> dict[str, bytes]:
     return out
 
 
-def predictions(pt, files):
+def predictions(pt, files, nms_free: bool = False):
     """Ultralytics' own predict on the original image files, with the square letterbox the ensemble
-    serves (rect=False; predict's default pads to a stride multiple instead)."""
+    serves (rect=False; predict's default pads to a stride multiple instead); nms_free: its one-to-one head
+    (nms=False)."""
     from ultralytics import YOLO
 
     model = YOLO(str(pt))
     out = {}
     for f in files:
-        r = model.predict(str(f), imgsz=IMGSZ, conf=CONF, iou=IOU, max_det=100, rect=False, verbose=False)[0]
+        r = model.predict(str(f), imgsz=IMGSZ, conf=CONF, iou=IOU, max_det=100, rect=False, verbose=False,
+                          **({"nms": False} if nms_free else {}))[0]
         out[f.name] = (r.boxes.xyxy.numpy(), r.boxes.conf.numpy(), r.boxes.cls.numpy().astype(int))
     return out
 
@@ -309,7 +325,7 @@ def served(built, tmp_path_factory):
     for cfg in repo.glob("*/config.pbtxt"):
         cfg.write_text(cfg.read_text().replace("KIND_GPU", "KIND_CPU"))
     with TritonServer(repo, work) as server:
-        for ensemble in ("det_dali_end2end", "search"):
+        for ensemble in ("det_dali_end2end", "search", "nf_dali_end2end"):
             ok, why = server.load(ensemble)  # its members first
             assert ok, why
         yield f"127.0.0.1:{server.http}"
@@ -370,6 +386,23 @@ def test_the_ensemble_answers_in_original_pixels_like_predict(built, served, det
     from helpers.project import REPORTS
     REPORTS["Track D ensemble in Triton vs YOLO.predict (unresized images)"] = report
     assert total >= 100 and found >= 0.97 * total, (found, total, report)  # the model really detects
+
+
+@pytest.mark.triton
+def test_the_nms_free_ensemble_answers_like_predict_with_its_head(built, served, nms_free_detector, tmp_path):
+    """Track D on a YOLO26 served NMS-free: encoded images in, boxes in original pixels out, the same four
+    outputs — and predict(nms=False)'s detections (no NMS: nothing flips)."""
+    files = write(tmp_path, unresized_cases())
+    want = predictions(nms_free_detector, files, nms_free=True)
+    found, total = 0, 0
+    for f in files:
+        got = infer(served, "nf_dali_end2end", f.read_bytes())
+        n, _ = agreement(got, want[f.name], tol_px=1.0)
+        assert len(got[0]) == len(want[f.name][0]), f.name
+        found, total = found + n, total + len(want[f.name][0])
+    from helpers.project import REPORTS
+    REPORTS["Track D ensemble of an NMS-free YOLO26 in Triton vs predict(nms=False)"] = {"within_1px": f"{found}/{total}"}
+    assert total >= 20 and found == total, (found, total)
 
 
 @pytest.mark.triton
