@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 MANIFEST = "defaults: {formats: [onnx, trt, trt_end2end], max_batch: 8, imgsz: 320}\nmodels:\n" \
            "  smoke: {arch: yolo11n, class_names: [a, b]}\n"
 PLANS = {"plan:smoke_trt", "plan:smoke_trt_end2end"}
+POLYGRAPHY_PROBES = {"int8_calibrator", "QuantizationFlag"}  # optional features Polygraphy tries (AttributeError)
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +76,17 @@ def test_every_tensorrt_name_used_exists_in_that_release(trt, version):
     assert run.executed >= PLANS | {"config:smoke_trt", "config:smoke_trt_end2end"}
     log = S.read_log(trt.log)
     used = {e["name"] for e in log if e["kind"] in ("name", "set")}
-    assert not [e for e in log if e["kind"] == "missing"]
+    # Polygraphy probes a few optional features and carries on without them, as it does with the real
+    # module: on 11.x the INT8 calibrator (removed) and quantization flags
+    missing = {e["name"] for e in log if e["kind"] == "missing"}
+    assert missing <= POLYGRAPHY_PROBES, missing
     names = S.release_names(version)
     assert all(S.known(n, names) for n in used)
     for must in ("STRONGLY_TYPED", "parse_from_file", "set_memory_pool_limit", "WORKSPACE", "set_shape",
                  "build_serialized_network", "create_timing_cache", "progress_monitor", "deserialize_cuda_engine"):
         assert must in used, must
     assert "FP16" not in used and "EXPLICIT_BATCH" not in used  # precision comes from the ONNX on both
-    assert ("platform_has_fast_fp16" in used) == version.startswith("10.")  # gone in 11
+    assert "platform_has_fast_fp16" not in used  # gone in 11
 
 
 def test_the_standin_refuses_what_a_release_lacks(tmp_path):
@@ -112,7 +116,7 @@ def test_build_orchestration_with_the_standin(trt):
     assert not trt.calls("set_flag")
     # TF32 is on by default in TensorRT: cleared, so FP32 layers (box decoding, NMS inputs) stay FP32
     tf32 = [e for e in S.read_log(trt.log) if e["kind"] == "name" and e["name"] == "TF32"]
-    assert len(trt.calls("clear_flag")) == 2 and len(tf32) == 2 and {e["where"] for e in tf32} == {"BuilderFlag"}
+    assert len(trt.calls("clear_flag")) == 2 and len(tf32) >= 2 and {e["where"] for e in tf32} == {"BuilderFlag"}
     assert {c["cuda_device_order"] for c in trt.calls("builder_created")} == {"PCI_BUS_ID"}
     assert all(c["accepted"] for c in trt.calls("set_timing_cache"))
     builds = trt.calls("build_serialized_network")
@@ -182,8 +186,8 @@ def test_one_build_per_gpu_at_a_time(trt):
     assert run.rc == 0, run.text
     starts = sorted(c["t"] for c in trt.calls("build_serialized_network"))
     ends = sorted(c["t"] for c in trt.calls("build_done"))
-    created = sorted(c["t"] for c in trt.calls("builder_created"))
-    assert len(starts) == 2 and created[1] < ends[0]  # both build processes were running at once...
+    imported = sorted(c["t"] for c in trt.calls("imported"))
+    assert len(starts) == 2 and imported[1] < ends[0]  # both build processes were running at once...
     assert ends[0] <= starts[1]  # ...yet the second build started only after the first ended
 
 
@@ -191,7 +195,7 @@ def test_parser_errors_are_reported(trt):
     run = trt.use("11.4.0.106").doit("manifest=manifests/m.yaml", "plan:smoke_trt",
                                      extra_env={"TRT_STANDIN_PARSE_FAIL": "1"})
     assert run.rc != 0 and "Traceback" not in run.text
-    assert "could not parse pytorch_models/smoke.fp16.onnx" in " ".join(run.text.split())
+    assert "could not parse or build pytorch_models/smoke.fp16.onnx" in " ".join(run.text.split())
     assert "UNSUPPORTED_NODE: stand-in failure" in run.text
     assert not trt.path("models/smoke_trt").exists()
 
@@ -232,19 +236,23 @@ def test_tf32_allowed_only_when_asked(trt):
     trt.write("manifests/m.yaml", MANIFEST.replace("max_batch: 8", "max_batch: 8, allow_tf32: true"))
     run = trt.use("10.16.1.11").doit("manifest=manifests/m.yaml", "plan:smoke_trt")
     assert run.rc == 0, run.text
-    assert not trt.calls("clear_flag") and not [e for e in S.read_log(trt.log) if e.get("name") == "TF32"]
+    assert not trt.calls("clear_flag") and [c["flag"] for c in trt.calls("set_flag")] == ["BuilderFlag.TF32"]
     assert json.loads(trt.path("models/smoke_trt/1/model.plan.verification.json").read_text())[
         "verification"]["tf32"] is True
 
 
 def test_a_foreign_timing_cache_is_noticed_not_trusted(trt):
-    run = trt.use("11.4.0.106").doit("manifest=manifests/m.yaml", "plan:smoke_trt",
-                                     extra_env={"TRT_STANDIN_CACHE_MISMATCH": "1"})
+    assert trt.use("11.4.0.106").doit("manifest=manifests/m.yaml", "plan:smoke_trt").rc == 0  # writes the cache
+    cache = trt.tmp / "cache/triton-export-pipeline/tensorrt/trt-11.4.0.106-nvidia-h200-stand-in-sm90.timing-cache"
+    assert cache.is_file()
+    trt.path("models/smoke_trt/1/model.plan").unlink()
+    run = trt.doit("manifest=manifests/m.yaml", "plan:smoke_trt",
+                   extra_env={"TRT_STANDIN_CACHE_MISMATCH": "1", "PIPELINE_CACHE": "off"})  # built, not restored
     assert run.rc == 0, run.text
-    sizes = [c["size"] for c in trt.calls("create_timing_cache")]
-    assert sizes[-1] == 0  # rebuilt with an empty cache after set_timing_cache said no
+    assert [c["accepted"] for c in trt.calls("set_timing_cache")][-1] is False
     notes = json.loads(trt.path("models/smoke_trt/1/model.plan.verification.json").read_text())["verification"]["notes"]
     assert any("does not match this GPU or TensorRT" in n for n in notes), notes
+    assert not cache.exists() and cache.with_name(cache.name + ".refused").is_file()  # the next build starts fresh
 
 
 def test_an_error_in_the_progress_display_never_cancels_a_build(trt):

@@ -1,13 +1,19 @@
-"""TensorRT plans (the `trt` and `trt_end2end` formats, and the encoder plans) from the FP16 (or FP32) ONNX graphs, for TensorRT 10.x and 11.x.
+"""TensorRT plans (the `trt` and `trt_end2end` formats, and the encoder plans) from the FP16 (or FP32) ONNX graphs,
+for TensorRT 10.x and 11.x, through NVIDIA's Polygraphy (tested by NVIDIA against each TensorRT release).
 
 NEVER EXECUTED AGAINST A REAL TENSORRT IN THIS PROJECT. TensorRT cannot be installed on any machine we
-build on (its libraries download from a host nobody reaches). What is checked, in CI:
-* every TensorRT name this module reaches on the 10.x and the 11.x path exists in that release's real
-  Python bindings (10.13.3, 10.16.1, 11.4.0 name lists from the public wheels) — by running this code
-  against a stand-in `tensorrt` module generated from those lists, which refuses any other name;
-* the orchestration (profile shapes, flags, stamps, atomic writes, timing cache, locking, skipping).
-Whether TensorRT accepts the graphs and builds them is NOT known until a user runs it on a GPU host:
-`pytest -m tensorrt` there (README).
+build on (its libraries download from a host nobody reaches). Polygraphy makes the TensorRT calls: the
+network from the ONNX (plugins initialised, strongly typed, parser errors), the config (profile,
+workspace pool, TF32, timing cache, progress monitor), the build, the deserialization and a smoke run.
+What this module adds: which GPU and TensorRT may build the plan, one build per GPU at a time, the
+timing cache's file (per TensorRT version and GPU model, written atomically), the stamp. What is checked,
+in CI: every TensorRT name Polygraphy and this module reach on the 10.x and the 11.x path exists in that
+release's real Python bindings (10.13.3, 10.16.1, 11.4.0 name lists from the public wheels), by running
+both against a stand-in `tensorrt` generated from those lists, which refuses any other name; the
+orchestration (profile shapes, flags, stamps, atomic writes, timing cache, locking, skipping); and, before
+any of it, that TensorRT's ONNX parser supports every node of the graph (tooling/trt_support.py, in the
+graph's own step). Whether TensorRT accepts the graphs and builds them is NOT known until a user runs it on
+a GPU host: `pytest -m tensorrt` there (README).
 
 Precision: TensorRT 11 removed BuilderFlag.FP16 and builds every network strongly typed: precision
 comes from the ONNX. We use the same path on 10.x (STRONGLY_TYPED exists since 9.x): the FP16 ONNX
@@ -17,6 +23,7 @@ TensorRT backend loads (not Ultralytics' `.engine`, which prefixes JSON metadata
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -58,6 +65,45 @@ def gpu_lock(device: dict):
     return host_lock(device.get("uuid") or f"gpu{device['index']}")
 
 
+def _private_timing_cache(path: Path) -> tuple[Path, bytes]:
+    """A copy of the host's timing cache for this build alone (Polygraphy loads it and appends this build's
+    timings to it; its own file writing is not atomic), and the bytes it started from."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    private = path.with_name(f".{path.name}.build-{os.getpid()}")
+    with file_lock(path.with_name(path.name + ".lock")):
+        data = path.read_bytes() if path.exists() else b""
+    private.write_bytes(data)
+    return private, data
+
+
+def _publish_timing_cache(private: Path, path: Path) -> None:
+    """Best effort, atomically: a cache that can't be written only costs the next build time."""
+    try:
+        with file_lock(path.with_name(path.name + ".lock")):
+            os.replace(private, path)
+    except OSError as e:
+        print(f"warning: timing cache not saved to {path}: {e}")
+
+
+@contextlib.contextmanager
+def _errors_of(logger, log: Path):
+    """Polygraphy logs TensorRT's and the parser's errors ([E] lines) before it raises: kept in `log` for
+    the paragraph."""
+    logger.log_file = str(log)
+    try:
+        yield
+    finally:
+        logger.log_file = None
+
+
+def _logged_errors(log: Path) -> str:
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "; ".join(line.split("]", 1)[-1].strip() for line in lines if line.startswith("[E]"))[:1500]
+
+
 def _import_tensorrt():
     try:
         import tensorrt as trt
@@ -86,83 +132,65 @@ def build(ctx: StepContext) -> dict:
                         f"{want['cc']}", key=f"{ctx.key}.gpu_targets",
                         fix=f"build it on {where_to_build(want, ctx.param('triton_target'))}")
     version = str(trt.__version__)
-    major = int(version.split(".")[0])
-    if major not in (10, 11):
+    if int(version.split(".")[0]) not in (10, 11):
         raise UserError(f"TensorRT {version} is not supported (10.x and 11.x are)", key=ctx.key,
                         fix="install TensorRT 10.x or 11.x, the same version as your Triton server's")
     target = check_target(version, ctx.param("triton_target"), ctx.key, ctx.task)
-    precision, max_batch, workspace_gb = ctx.param("precision"), ctx.param("max_batch"), ctx.param("workspace_gb")
-    onnx_path = ctx.input("onnx")
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, EngineFromBytes, NetworkFromOnnxPath, Profile
+    from polygraphy.exception import PolygraphyException
+    from polygraphy.logger import G_LOGGER
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    trt.init_libnvinfer_plugins(logger, "")  # registers EfficientNMS_TRT
-    builder = trt.Builder(logger)
-    # Explicit batch is implicit since 10.0 (the flag is deprecated on 10, gone on 11); strongly typed
-    # makes the ONNX's own FP16/FP32 types the engine's precisions on both.
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise UserError(f"TensorRT {version} could not parse {onnx_path}: {errors}", key=ctx.key,
-                        fix="check the TensorRT version against the ONNX opset (17) and report the parser error")
-    notes = []
-    if major == 10 and precision == "fp16" and not builder.platform_has_fast_fp16:
-        notes.append("this GPU has no fast FP16: the FP16 engine will be slow")
+    from ..tooling.onnx_tools import graph_io
 
-    config = builder.create_builder_config()
-    # TF32 is on by default in 10.x and 11.x: the graph's FP32 parts (box decoding, NMS inputs, precision:
-    # fp32 plans) would run with 10-bit mantissas. Off unless the manifest allows it.
-    if not ctx.param("allow_tf32"):
-        config.clear_flag(trt.BuilderFlag.TF32)
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    inp = network.get_input(0)
-    shapes = profile_shapes(inp.shape, max_batch)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(inp.name, shapes["min"], shapes["opt"], shapes["max"])
-    config.add_optimization_profile(profile)
-
-    monitor = trt_progress.monitor(trt)
-    config.progress_monitor = monitor
+    onnx_path, max_batch, workspace_gb = ctx.input("onnx"), ctx.param("max_batch"), ctx.param("workspace_gb")
+    (name, _, dims), *_ = graph_io(onnx_path)[0]
+    shapes = profile_shapes([-1, *dims], max_batch)
     cache_file = timing_cache_file(version, device)
-    with gpu_lock(device):  # the build, and the timing cache's read, merge and write
-        with file_lock(cache_file.with_name(cache_file.name + ".lock")):
-            cache_bytes = cache_file.read_bytes() if cache_file.exists() else b""
-        if not config.set_timing_cache(config.create_timing_cache(cache_bytes), False):
-            notes.append(f"timing cache {cache_file.name} does not match this GPU or TensorRT: built without it")
-            config.set_timing_cache(config.create_timing_cache(b""), False)
-        plan = builder.build_serialized_network(network, config)
-        if plan is not None:
-            _save_timing_cache(config, cache_file)
-    if plan is None:
-        raise UserError(f"TensorRT {version} failed to build an engine from {onnx_path} (see its log above)",
-                        key=ctx.key, fix="lower max_batch or workspace_gb if it ran out of memory")
-    ctx.output().write_bytes(bytes(plan))
+    private, cached = _private_timing_cache(cache_file)
+    monitor = trt_progress.monitor(trt)
+    made = {}
 
-    engine = trt.Runtime(logger).deserialize_cuda_engine(ctx.output().read_bytes())
-    if engine is None:
-        raise RuntimeError("the plan just built does not deserialize")
-    io = [(engine.get_tensor_name(i), str(engine.get_tensor_dtype(engine.get_tensor_name(i))),
-           str(engine.get_tensor_mode(engine.get_tensor_name(i)))) for i in range(engine.num_io_tensors)]
+    def config(builder, network):
+        # Strongly typed (below): the ONNX's own FP16/FP32 types are the engine's precisions, on 10.x and
+        # 11.x alike, so no precision flag. TF32 is on by default in TensorRT: the graph's FP32 parts (box
+        # decoding, NMS inputs, precision: fp32 plans) would run with 10-bit mantissas. Off unless allowed.
+        made["config"] = CreateConfig(
+            tf32=bool(ctx.param("allow_tf32")), profiles=[Profile().add(name, **shapes)],
+            memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(workspace_gb * (1 << 30))},
+            load_timing_cache=str(private), progress_monitor=monitor)(builder, network)
+        return made["config"]
+
+    G_LOGGER.module_severity = G_LOGGER.WARNING  # its progress is our bar; its warnings and errors stay
+    log = ctx.output().with_name(f".{ctx.output().name}.polygraphy.log")
+    try:
+        with gpu_lock(device), _errors_of(G_LOGGER, log):  # one TensorRT build per GPU; errors kept
+            try:
+                plan = EngineBytesFromNetwork(NetworkFromOnnxPath(str(onnx_path), strongly_typed=True), config,
+                                              save_timing_cache=str(private))()
+            except PolygraphyException as e:
+                raise UserError(f"TensorRT {version} could not parse or build {onnx_path}: "
+                                f"{_logged_errors(log) or e}", key=ctx.key,
+                                fix="check the TensorRT version against the ONNX opset (17); if it ran out of memory, "
+                                    "lower max_batch or workspace_gb") from None
+        ctx.output().write_bytes(bytes(plan))
+        notes = []
+        if cached and made["config"].get_timing_cache() is None:  # refused: another GPU or TensorRT made it
+            notes.append(f"timing cache {cache_file.name} does not match this GPU or TensorRT: built without it; "
+                         "set aside as .refused")
+            cache_file.replace(cache_file.with_name(cache_file.name + ".refused"))
+        elif private.read_bytes() != cached:
+            _publish_timing_cache(private, cache_file)
+        # The plan as Triton's TensorRT backend will load it: deserialized (plugins initialised first).
+        engine = EngineFromBytes(ctx.output().read_bytes())()
+        tensors = [(engine.get_tensor_name(i), str(engine.get_tensor_dtype(engine.get_tensor_name(i))),
+               str(engine.get_tensor_mode(engine.get_tensor_name(i)))) for i in range(engine.num_io_tensors)]
+    finally:
+        for leftover in (log, private, private.with_name(private.name + ".lock")):
+            leftover.unlink(missing_ok=True)
     # The timing cache by file name, not its folder: a record is the same bytes whichever host built it.
     return {"tensorrt": version, "gpu": device["name"], "compute_capability": device["compute_capability"],
             "strongly_typed": True, "profile": {k: list(v) for k, v in shapes.items()},
-            "workspace_bytes": int(workspace_gb * (1 << 30)), "onnx": str(onnx_path), "io": io,
+            "workspace_bytes": int(workspace_gb * (1 << 30)), "onnx": str(onnx_path), "io": tensors,
             "timing_cache": cache_file.name, "tf32": bool(ctx.param("allow_tf32")),
             "progress_monitor_errors": monitor.errors, "notes": notes, "deserialized": True, "target": target,
-            "gpu_target": want}
-
-
-def _save_timing_cache(config, cache_file: Path) -> None:
-    """Merge this build's timings with what is on disk now (another GPU of the same model may have added
-    some), then write atomically, under the cache file's lock. Best effort: a cache that can't be written
-    only costs the next build time."""
-    try:
-        with file_lock(cache_file.with_name(cache_file.name + ".lock")):
-            ours = config.get_timing_cache()
-            if cache_file.exists():
-                ours.combine(config.create_timing_cache(cache_file.read_bytes()), False)
-            tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
-            tmp.write_bytes(bytes(ours.serialize()))
-            os.replace(tmp, cache_file)
-    except OSError as e:
-        print(f"warning: timing cache not saved to {cache_file}: {e}")
+            "gpu_target": want, "built_with": "polygraphy"}

@@ -7,7 +7,7 @@ from .. import layout as L
 from ..tools import TENSORRT, needs
 from .common import settings
 
-PLAN_SETTINGS = settings("max_batch", "workspace_gb", "precision", "allow_tf32", "triton_target")
+PLAN_SETTINGS = settings("max_batch", "workspace_gb", "allow_tf32", "triton_target")  # precision: its ONNX's
 BUILDER = "pipeline.builders.tensorrt_plan:build"
 
 
