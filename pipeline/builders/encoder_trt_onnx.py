@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING
 
 from ..engine.errors import UserError
-from ..tooling import onnx_tools
+from ..tooling import onnx_tools, trt_support
 
 if TYPE_CHECKING:
     from ..engine.context import StepContext
@@ -37,6 +37,7 @@ def trt_graph(ctx: StepContext) -> dict:
     if precision == "fp16":
         model = onnx_tools.convert_fp16(model, keep_io_types=True)
     onnx_tools.finish(model, ctx.output())
+    support = trt_support.require(model, ctx.param("tensorrt_check"), what=f"{role} encoder graph", key=ctx.key)
     info = json.loads(ctx.input("clip_record").read_text())["verification"]
     _, batches = family.encoder_io(role, info["model"], info)
     name = family.graphs[role].inputs[0]
@@ -50,4 +51,5 @@ def trt_graph(ctx: StepContext) -> dict:
                         f"{FP16_COS_MIN})", key=ctx.key, fix="set precision: fp32 for this encoder")
     return {"precision": precision, "token_input": "INT32" if role == "text" else None,
             "compared_with": "the FP32 ONNX (onnxruntime CPU; FP16 ops it lacks kernels for are upcast)",
-            "batch": len(x), "min_cosine": cos, "max_abs": float(np.abs(got - want).max())}
+            "batch": len(x), "min_cosine": cos, "max_abs": float(np.abs(got - want).max()),
+            "tensorrt_support": support}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..engine.errors import UserError
-from ..tooling import onnx_tools
+from ..tooling import onnx_tools, trt_support
 
 if TYPE_CHECKING:
     from ..engine.context import StepContext
@@ -81,12 +81,14 @@ def build(ctx: StepContext) -> dict:
 
     raw = onnx.load(str(ctx.input("onnx")))
     nms = {k: ctx.param(k) for k in NMS_PARAMS}
-    onnx_tools.finish(add_efficient_nms(raw, **nms), ctx.output())
+    e2e = add_efficient_nms(raw, **nms)
+    onnx_tools.finish(e2e, ctx.output())
+    support = trt_support.require(e2e, ctx.param("tensorrt_check"), what="End2End graph", key=ctx.key)
     check = check_against_reference(ctx.input("onnx"), raw, ctx.output(), {**nms, "imgsz": ctx.param("imgsz")},
                                     ctx.key, ctx.use("family"))
     # Served graphs (never class-agnostic: the manifest refuses that) must pass plain onnxruntime's checks.
     schema = "TensorRT only (class_agnostic)" if nms["class_agnostic"] else onnx_tools.onnxruntime_schema(ctx.output())
-    return {**check, "onnxruntime": schema, "passed": True}
+    return {**check, "onnxruntime": schema, "tensorrt_support": support, "passed": True}
 
 
 def check_against_reference(raw_path: Path, raw, e2e_path: Path, settings: dict, key: str, family) -> dict:

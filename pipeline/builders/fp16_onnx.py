@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..tooling import onnx_tools
+from ..tooling import onnx_tools, trt_support
 
 if TYPE_CHECKING:
     from ..engine.context import StepContext
@@ -37,6 +37,7 @@ def convert(ctx: StepContext) -> dict:
     family = ctx.use("family")
     fp16 = to_fp16(fp32, family.fp32_nodes(fp32))
     onnx_tools.finish(fp16, ctx.output())
+    support = trt_support.require(fp16, ctx.param("tensorrt_check"), what="FP16 graph", key=ctx.key)
     x = family.verification_images(family.verify_batch, ctx.param("imgsz")).numpy()
     a = onnx_tools.run(source, {"images": x})[0]
     b = onnx_tools.run(ctx.output(), {"images": x.astype(np.float16)})[0]
@@ -45,6 +46,7 @@ def convert(ctx: StepContext) -> dict:
     return {"compared_with": "the FP32 graph (onnxruntime CPU)", "batch": 2,
             "input_dtype": "float16", "output_dtype": "float32",
             **family.differences(b, a, ctx.param("head")),
+            "tensorrt_support": support,
             "fp16_initializers": sum(i.data_type == onnx.TensorProto.FLOAT16 for i in fp16.graph.initializer),
             "fp32_initializers": sum(i.data_type == onnx.TensorProto.FLOAT for i in fp16.graph.initializer),
             "note": "onnxruntime's CPU provider upcasts FP16 ops it has no kernel for, rounding each "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..tooling import onnx_tools
+from ..tooling import onnx_tools, trt_support
 
 if TYPE_CHECKING:
     from ..engine.context import StepContext
@@ -32,7 +32,15 @@ def export(ctx: StepContext) -> dict:
                                        metadata={**meta, "untrained": str(untrained).lower()})
     checks = onnx_tools.validate(ctx.output(), graph, [({"images": x.numpy()}, [reference])],
                                  what="raw ONNX", key=ctx.key)
+    majors = ctx.param("tensorrt_check")  # a plan is compiled from this graph (precision: fp32)
+    support = trt_support.require(_load(ctx.output()), majors, what="raw ONNX", key=ctx.key) if majors else None
     return {"compared_with": "PyTorch (unfused checkpoint, FP32, CPU)", "runtime": "onnxruntime CPU",
             "input": f"uniform random [0,1], seed 0, {imgsz}x{imgsz}", "output_shape": list(reference.shape),
             "head": head, **checks[0], **family.summary(reference, head), **exported,
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "tensorrt_support": support}
+
+
+def _load(path):
+    import onnx
+
+    return onnx.load(str(path))

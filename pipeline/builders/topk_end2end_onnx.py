@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..engine.errors import UserError
-from ..tooling import onnx_tools
+from ..tooling import onnx_tools, trt_support
 
 if TYPE_CHECKING:
     from ..engine.context import StepContext
@@ -104,7 +104,9 @@ def build(ctx: StepContext) -> dict:
     conf, normalize, imgsz = ctx.param("conf"), ctx.param("normalize_boxes"), ctx.param("imgsz")
     if list(raw.graph.output[0].type.tensor_type.shape.dim)[2].dim_value != 6:
         raise RuntimeError(f"{ctx.input('onnx')} is not a one-to-one head's [B, K, 6] output")
-    onnx_tools.finish(add_tail(raw, conf=conf, normalize_boxes=normalize), ctx.output())
+    made = add_tail(raw, conf=conf, normalize_boxes=normalize)
+    onnx_tools.finish(made, ctx.output())
+    support = trt_support.require(made, ctx.param("tensorrt_check"), what="End2End graph", key=ctx.key)
     e2e = onnx.load(str(ctx.output()))
     try:
         head = onnx_tools.appended_head(e2e, raw)
@@ -130,4 +132,5 @@ def build(ctx: StepContext) -> dict:
                             f"({label})", key=ctx.key, fix="report this; the raw ONNX is unaffected")
     return {"compared_with": "NumPy reference of the score filter on the raw graph's outputs (onnxruntime)",
             "backbone": "the raw graph, node for node and weight for weight", "nms": "none (one-to-one head)",
-            "batch": len(x), **report, "onnxruntime": onnx_tools.onnxruntime_schema(ctx.output()), "passed": True}
+            "batch": len(x), **report, "onnxruntime": onnx_tools.onnxruntime_schema(ctx.output()), "tensorrt_support": support,
+            "passed": True}

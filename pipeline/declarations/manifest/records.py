@@ -17,14 +17,13 @@ from pydantic import BaseModel, ValidationError
 
 from ...engine.errors import UserError
 from ...families.base import ANCHORS, TOPK
-from ...tooling import triton_releases
+from ...tooling import triton_releases, trt_support
 from .. import families, formats, layout
 from ..steps.ensembles import SearchEnsemble
 from .custom import parse_custom
 from .schema import ALLOWED, NAME_RE, BUILTINS, EncoderEntry, Manifest, SearchEntry, Settings
 from .wording import explain
 
-TENSORRT_TOPK_MAX = 3840  # the largest K TensorRT's TopK layer takes (TensorRT 10/11 operator docs)
 
 
 def read_manifest(path: Path, custom: str | None = None) -> dict[str, Any]:
@@ -174,10 +173,10 @@ def _check(rec: dict, file: str) -> None:
             raise UserError(f"topk {s['topk']} exceeds the {anchors} candidates of an NMS-free head at imgsz "
                             f"{s['imgsz']}", file=file, key=f"{rec['key']}.topk",
                             fix=f"set topk to at most {anchors}, or raise imgsz")
-        if s["topk"] > TENSORRT_TOPK_MAX and any(f["plans"] for f in rec["folders"].values()):
-            raise UserError(f"topk {s['topk']} exceeds what TensorRT's TopK layer selects ({TENSORRT_TOPK_MAX}), "
-                            "and the NMS-free head is a TopK", file=file, key=f"{rec['key']}.topk",
-                            fix=f"set topk to at most {TENSORRT_TOPK_MAX} for the TensorRT formats")
+        if s["topk"] >= trt_support.TOPK_MAX and any(f["plans"] for f in rec["folders"].values()):
+            raise UserError(f"topk {s['topk']} is more than TensorRT's ONNX parser takes for a TopK (K below "
+                            f"{trt_support.TOPK_MAX}), and the NMS-free head is a TopK", file=file,
+                            key=f"{rec['key']}.topk", fix=f"set topk below {trt_support.TOPK_MAX} for the TensorRT formats")
     if s.get("class_agnostic") and "onnx_end2end" in s["formats"] and rec.get("head") == ANCHORS:
         raise UserError("class_agnostic NMS cannot be served by the onnx_end2end format: onnxruntime's schema "
                         "of EfficientNMS_TRT has no class_agnostic attribute, so Triton's onnxruntime backend "

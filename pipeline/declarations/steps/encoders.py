@@ -3,6 +3,7 @@ sharing one weights record."""
 from __future__ import annotations
 
 from ...engine.step import Step
+from ...tooling import trt_support
 from .. import layout as L
 from .common import encoder, uses_family, wants
 
@@ -38,7 +39,8 @@ ENCODER_TRT_ONNX = Step(
     builder="pipeline.builders.encoder_trt_onnx:trt_graph", applies=encoder(wants("trt")), uses=uses_family,
     inputs={"onnx": L.encoder_onnx, "clip_record": L.clip_record}, outputs={"onnx": L.encoder_trt_onnx},
     record=lambda m: L.verification_record(L.encoder_trt_onnx(m)),
-    params=lambda m: {"precision": m["settings"]["precision"], "role": m["role"]})
+    params=lambda m: {"precision": m["settings"]["precision"], "role": m["role"],
+                      "tensorrt_check": trt_support.majors(m["settings"]["triton_target"])})
 
 PUBLISH_ENCODER = Step(
     basename="publish_onnx", doc="Serve {name}.onnx from the Triton repository (hard link)",

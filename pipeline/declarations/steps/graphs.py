@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...engine.step import Step
 from ...families.base import ANCHORS, TOPK
+from ...tooling import trt_support
 from .. import layout as L
 from .common import detector, plans, settings, uses_family, wants
 
@@ -15,13 +16,26 @@ def head(m: dict) -> dict:
     return {"kind": m["head"]}
 
 
+def tensorrt_check(compiled):
+    """Step param: the TensorRT majors a graph is checked for when a plan is compiled from it, else None."""
+    return lambda m: trt_support.majors(m["settings"]["triton_target"]) if compiled(m) else None
+
+
+def _raw_compiled(m: dict) -> bool:
+    return "trt" in m["settings"]["formats"] and trt_source(m, False) == L.raw_onnx(m)
+
+
+def _end2end_compiled(m: dict) -> bool:
+    return "trt_end2end" in m["settings"]["formats"] and trt_source(m, True) == L.end2end_onnx(m)
+
+
 EXPORT_ONNX = Step(
     basename="export_onnx", doc="Export {name} to its raw ONNX ({head} head) and check it against PyTorch",
     builder="pipeline.builders.raw_onnx:export", applies=detector(), uses=uses_family,
     inputs={"checkpoint": lambda m: m["pt"], "checkpoint_record": L.checkpoint_record},
     outputs={"onnx": L.raw_onnx}, record=lambda m: L.verification_record(L.raw_onnx(m)),
     params=lambda m: {**settings("imgsz", "opset")(m), "head": head(m), "untrained": m["untrained"],
-                      "trust_checkpoint": m["trust_checkpoint"]})
+                      "trust_checkpoint": m["trust_checkpoint"], "tensorrt_check": tensorrt_check(_raw_compiled)(m)})
 
 
 def wants_end2end_onnx(m: dict) -> bool:
@@ -56,14 +70,15 @@ END2END_TAILS = {
 }
 
 
-def _end2end(basename: str, kind: str, source, output, wanted, doc: str) -> Step:
+def _end2end(basename: str, kind: str, source, output, wanted, compiled, doc: str) -> Step:
     builder, keys = END2END_TAILS[kind]
     return Step(basename=basename, doc=doc, builder=builder, uses=uses_family,
                 applies=detector(lambda m: m["head"] == kind and wanted(m)), inputs={"onnx": source},
-                outputs={"onnx": output}, record=lambda m: L.verification_record(output(m)), params=settings(*keys))
+                outputs={"onnx": output}, record=lambda m: L.verification_record(output(m)),
+                params=lambda m: {**settings(*keys)(m), "tensorrt_check": tensorrt_check(compiled)(m)})
 
 
-END2END_ONNX = tuple(_end2end("end2end_onnx", h, L.raw_onnx, L.end2end_onnx, wants_end2end_onnx,
+END2END_ONNX = tuple(_end2end("end2end_onnx", h, L.raw_onnx, L.end2end_onnx, wants_end2end_onnx, _end2end_compiled,
                               "Append the End2End tail to {name}'s raw ONNX ({head} head), check its detections")
                      for h in END2END_TAILS)
 
@@ -71,10 +86,11 @@ FP16_ONNX = Step(
     basename="fp16_onnx", doc="FP16 copy of {name}'s raw ONNX for TensorRT (FP16 input, FP32 box decoding)",
     builder="pipeline.builders.fp16_onnx:convert", applies=detector(wants_fp16), uses=uses_family,
     inputs={"onnx": L.raw_onnx}, outputs={"onnx": L.fp16_onnx},
-    record=lambda m: L.verification_record(L.fp16_onnx(m)), params=lambda m: {**settings("imgsz")(m), "head": head(m)})
+    record=lambda m: L.verification_record(L.fp16_onnx(m)),
+    params=lambda m: {**settings("imgsz")(m), "head": head(m), "tensorrt_check": tensorrt_check(lambda m: True)(m)})
 
 FP16_END2END_ONNX = tuple(_end2end("fp16_end2end_onnx", h, L.fp16_onnx, L.fp16_end2end_onnx,
-                                   lambda m: wants_fp16(m) and wants("trt_end2end")(m),
+                                   lambda m: wants_fp16(m) and wants("trt_end2end")(m), lambda m: True,
                                    "The End2End tail on {name}'s FP16 ONNX (FP32 tail and outputs), for TensorRT")
                           for h in END2END_TAILS)
 
