@@ -70,6 +70,14 @@ MANIFEST_CASES = [
      "ensembles:\n  s: {detector: a, encoder: e, size: 3}\n", ["ensembles.s.size", "detector, encoder, backend"]),
     ("gpu-targets-empty", 'encoders:\n  e: {weights: untrained, gpu_targets: [], triton: "24.12"}\n',
      ["encoders.e.gpu_targets", "non-empty list"]),
+    ("dali-threads-zero", f"models:\n  a: {{{ARCH}, dali: {{num_threads: 0}}}}\n",
+     ["models.a.dali.num_threads", "positive integer of CPU threads per DALI model instance"]),
+    ("dali-hw-load-too-big", f"defaults: {{dali: {{hw_decoder_load: 1.5}}}}\nmodels:\n  a: {{{ARCH}}}\n",
+     ["defaults.dali.hw_decoder_load", "(got 1.5)", "a number from 0 to 1"]),
+    ("dali-instances-text", f"models:\n  a: {{{ARCH}, dali: {{instances: two}}}}\n",
+     ["models.a.dali.instances", "'two'", "DALI model instances per GPU"]),
+    ("dali-unknown-key", f"models:\n  a: {{{ARCH}, dali: {{threads: 4}}}}\n",
+     ["models.a.dali.threads", "unknown key 'threads'", "num_threads, hw_decoder_load, instances"]),
 ]
 
 

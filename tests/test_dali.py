@@ -140,6 +140,78 @@ def test_the_encoder_branch_preprocesses_like_open_clip(dali_site):
     REPORTS["Track E encoder branch vs open_clip's transform: mean |diff| in grey levels"] = report
 
 
+def shapes_pipeline(dali_site, make, batch):
+    """A CPU pipeline fed [H, W, C] float64 shapes (what image_shape gives) straight into `make`."""
+    sys.path.append(str(dali_site))
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import Pipeline
+
+    pipe = Pipeline(batch_size=batch, num_threads=2, device_id=None, prefetch_queue_depth=1, exec_async=False,
+                    exec_pipelined=False)
+    with pipe:
+        pipe.set_outputs(*make(fn.external_source(name="shape", dtype=types.FLOAT64, ndim=1)))
+    pipe.build()
+    return pipe
+
+
+def shape_grid():
+    """Every (h, w) up to 400 x 400, and 40,000 random ones up to 12,000 px (4K and beyond, slivers)."""
+    rng = np.random.default_rng(0)
+    small = np.stack(np.meshgrid(np.arange(1, 401), np.arange(1, 401)), -1).reshape(-1, 2)
+    return np.concatenate([small, rng.integers(1, 12001, (40000, 2))]).astype(np.float64)
+
+
+def run_shapes(pipe, hw, batch):
+    out = None
+    for i in range(0, len(hw), batch):
+        chunk = hw[i:i + batch]
+        pipe.feed_input("shape", [np.array([h, w, 3.0]) for h, w in chunk])
+        res = [np.array(r.as_tensor()) for r in pipe.run()]
+        out = res if out is None else [np.concatenate([a, b]) for a, b in zip(out, res)]
+    return out
+
+
+@pytest.mark.parametrize("imgsz", [640, 256, 1280])
+def test_the_letterbox_sizes_are_pythons_for_every_shape(dali_site, imgsz):
+    """The in-graph size arithmetic (few operators: they run per batch) against Ultralytics' LetterBox
+    arithmetic in Python, exactly, on 200,000 shapes: new size, resize and slice arguments, letterbox."""
+    from pipeline.tooling import dali_preprocess as D
+
+    batch = 10000
+    hw = shape_grid()
+    size, start, info = run_shapes(shapes_pipeline(dali_site, lambda s: D.letterbox_args(s, imgsz), batch), hw, batch)
+    h, w = hw[:, 0], hw[:, 1]
+    r = np.minimum(imgsz / h, imgsz / w)
+    nw, nh = np.maximum(np.round(w * r), 1), np.maximum(np.round(h * r), 1)  # numpy rounds half to even, as Python
+    left, top = np.round((imgsz - nw) / 2 - 0.1), np.round((imgsz - nh) / 2 - 0.1)
+    assert np.array_equal(size, np.stack([nh, nw], 1).astype(np.float32))
+    assert np.array_equal(start, -np.stack([left, top], 1).astype(np.int32))
+    assert np.array_equal(info, np.stack([nw / w, nh / h, left, top, w, h], 1).astype(np.float32))
+    for k in np.random.default_rng(1).integers(0, len(hw), 300):  # and Python's own round, int() on a sample
+        hh, ww = int(h[k]), int(w[k])
+        rr = min(imgsz / hh, imgsz / ww)
+        want_w, want_h = max(round(ww * rr), 1), max(round(hh * rr), 1)
+        assert list(size[k]) == [want_h, want_w] and list(start[k]) == [-round((imgsz - want_w) / 2 - 0.1),
+                                                                       -round((imgsz - want_h) / 2 - 0.1)]
+
+
+def test_the_encoder_crop_sizes_are_torchvisions_for_every_shape(dali_site):
+    """Track E's size arithmetic against torchvision's (resize of the shorter side to `size`, the longer to
+    int(size * long / short); crop at int(round((side - size) / 2.0))), exactly."""
+    from pipeline.tooling import dali_preprocess as D
+
+    batch, crop = 10000, 256
+    hw = shape_grid()
+    size, start = run_shapes(shapes_pipeline(dali_site, lambda s: D.clip_args(s, crop), batch), hw, batch)
+    for k in np.random.default_rng(2).integers(0, len(hw), 3000):
+        h, w = int(hw[k, 0]), int(hw[k, 1])
+        short, long = min(h, w), max(h, w)
+        nh, nw = (crop, int(crop * long / short)) if h <= w else (int(crop * long / short), crop)
+        assert list(size[k]) == [nh, nw], (h, w)
+        assert list(start[k]) == [int(round((nw - crop) / 2.0)), int(round((nh - crop) / 2.0))], (h, w)
+
+
 MANIFEST = """\
 defaults: {{imgsz: {imgsz}, max_batch: 4, conf: {conf}, iou: {iou}, topk: 100, normalize_boxes: {norm}}}
 models:
@@ -209,6 +281,56 @@ def test_without_tensorrt_the_onnx_ensemble_builds_and_the_plan_ensemble_is_skip
     assert more.rc == 0, more.text
     pre = proj.path("models/det_dali_trt_end2end_preprocess/config.pbtxt").read_text()
     assert "TYPE_FP16" in pre and 'backend: "dali"' in pre and "allow_ragged_batch: true" in pre
+
+
+def dali_knobs(proj, folder, dali_site):
+    """(num_threads, hw_decoder_load) of the served model.dali, which must be its recorded definition byte for
+    byte; config.pbtxt's num_threads parameter and (instance count, kind)."""
+    import json
+
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    sys.path.append(str(dali_site))
+    from pipeline.tooling import dali_preprocess as D
+
+    d = json.loads(proj.path(f"models/{folder}/1/model.dali.verification.json").read_text())["verification"]["definition"]
+    assert proj.path(f"models/{folder}/1/model.dali").read_bytes() == D.pipeline(d, "gpu").serialize()
+    cfg = text_format.Parse(proj.path(f"models/{folder}/config.pbtxt").read_text(), mc.ModelConfig())
+    return (d["num_threads"], d["hw_decoder_load"], cfg.parameters["num_threads"].string_value,
+            [(g.count, mc.ModelInstanceGroup.Kind.Name(g.kind)) for g in cfg.instance_group])
+
+
+def test_the_dali_knobs_are_the_dali_models_recipe(built, tmp_path, dali_site):
+    """The manifest's `dali:` block reaches model.dali (threads, hardware decoder share) and config.pbtxt (the
+    backend's num_threads parameter, the DALI model's own instance count); changing it rebuilds the DALI
+    models and what reads their record, and the instance count only their configs."""
+    proj0, _, env = built
+    proj = Project(tmp_path / "proj")
+    shutil.copytree(proj0.root, proj.root, symlinks=True)
+    pres = ("det_dali_end2end_preprocess", "nf_dali_end2end_preprocess", "search_preprocess")
+    for folder in pres:  # the defaults: 8 threads, 0.65, 2 GPU instances (the models' own count is 1)
+        assert dali_knobs(proj, folder, dali_site) == (8, 0.65, "8", [(2, "KIND_GPU")]), folder
+    manifest = proj.path("manifests/m.yaml")
+    text = manifest.read_text()
+    old = {f: proj.path(f"models/{f}/1/model.dali").read_bytes() for f in pres}
+    manifest.write_text(text.replace("defaults: {", "defaults: {dali: {num_threads: 3, hw_decoder_load: 1.0}, "))
+    run = proj.doit("manifest=manifests/m.yaml", env=env)
+    ensembles = ("det_dali_end2end", "nf_dali_end2end", "search")  # their config reads the DALI record's I/O
+    assert run.rc == 0 and run.executed == {f"dali_pipeline:{f}" for f in pres} | {f"config:{f}" for f in pres} | {
+        f"config:{e}" for e in ensembles}, run.text
+    for folder in pres:
+        assert dali_knobs(proj, folder, dali_site) == (3, 1.0, "3", [(2, "KIND_GPU")]), folder
+        assert proj.path(f"models/{folder}/1/model.dali").read_bytes() != old[folder]
+    manifest.write_text(text.replace("defaults: {", "defaults: {dali: {num_threads: 3, hw_decoder_load: 1.0, "
+                                                   "instances: 3}, "))
+    run = proj.doit("manifest=manifests/m.yaml", env=env)
+    assert run.rc == 0 and run.executed == {f"config:{f}" for f in pres}, run.text
+    assert dali_knobs(proj, "det_dali_end2end_preprocess", dali_site) == (3, 1.0, "3", [(3, "KIND_GPU")])
+    manifest.write_text(text.replace("defaults: {", "defaults: {instance_group: {kind: cpu, count: 4}, "))
+    run = proj.doit("manifest=manifests/m.yaml", "config:det_dali_end2end_preprocess", env=env)
+    assert run.rc == 0, run.text  # on CPU instances, the DALI model has the models' count
+    assert dali_knobs(proj, "det_dali_end2end_preprocess", dali_site) == (8, 0.65, "8", [(4, "KIND_CPU")])
 
 
 def test_without_dali_everything_else_builds_and_says_so(tmp_path, detector):

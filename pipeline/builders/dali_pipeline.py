@@ -46,9 +46,14 @@ def _import_dali():
     return nvidia.dali
 
 
+def _knobs(ctx: StepContext) -> dict:
+    """The manifest's `dali:` settings baked into the pipeline (the instance count is the config's)."""
+    return {"num_threads": ctx.param("num_threads"), "hw_decoder_load": ctx.param("hw_decoder_load")}
+
+
 def serialize(ctx: StepContext) -> dict:
     """Step builder (Track D): the detector's preprocessing."""
-    return _serialize(ctx, D.definition(ctx.param("imgsz"), ctx.param("dtype"), ctx.param("max_batch")))
+    return _serialize(ctx, D.definition(ctx.param("imgsz"), ctx.param("dtype"), ctx.param("max_batch"), **_knobs(ctx)))
 
 
 def serialize_search(ctx: StepContext) -> dict:
@@ -60,7 +65,8 @@ def serialize_search(ctx: StepContext) -> dict:
     if pre["resize_mode"] != "shortest" or pre["interpolation"] != "bilinear" or pre["image_size"][0] != pre["image_size"][1]:
         raise RuntimeError(f"no DALI twin for open_clip preprocessing {pre}")
     clip = {"size": pre["image_size"][0], "dtype": ctx.param("clip_dtype"), "mean": pre["mean"], "std": pre["std"]}
-    return _serialize(ctx, D.definition(ctx.param("imgsz"), ctx.param("dtype"), ctx.param("max_batch"), clip))
+    return _serialize(ctx, D.definition(ctx.param("imgsz"), ctx.param("dtype"), ctx.param("max_batch"), clip,
+                                        **_knobs(ctx)))
 
 
 def _serialize(ctx: StepContext, d: dict) -> dict:

@@ -16,8 +16,9 @@ With a MobileCLIP2 encoder beside the detector (Track E), the same decoded image
 encoder's own preprocessing (open_clip: resize of the shorter side with antialiasing, bilinear; centre
 crop; mean/std from the encoder's record) into a third output, `clip_images`.
 
-A pipeline is described by a small JSON-able definition (`definition(...)`): the builder serializes it,
-and the Triton stand-in and the tests rebuild it from the record beside `model.dali`.
+A pipeline is described by a small JSON-able definition (`definition(...)`: sizes, dtypes and the served
+knobs num_threads and hw_decoder_load): the builder serializes it, and the Triton stand-in, the tests and
+bench/bench_dali_gpu.py rebuild it from the record beside `model.dali`.
 
 Imports only nvidia.dali (the Triton stand-in backend imports this module too).
 """
@@ -30,69 +31,98 @@ LETTERBOX_FIELDS = ("gain_x", "gain_y", "pad_x", "pad_y", "width", "height")
 PAD_VALUE = 114
 
 
+def image_shape(encoded):
+    """[H, W, C] of each encoded image (EXIF orientation applied) in float64, as Python computes sizes: one
+    CPU operator, read from the header, shared by every branch."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+
+    return fn.peek_image_shape(encoded, dtype=types.FLOAT64)
+
+
+# Adding and subtracting 2**52 rounds a float64 in [0, 2**52) to the nearest integer, ties to even: Python's
+# round() in two operators (dali.math has floor, not round). Every value rounded here is a size below 2**31.
+_TO_INTEGER = 2.0 ** 52
+
+
 def _round_half_even(x):
-    """Python's round() on a DALI float64 node (dali.math has floor, not round)."""
-    import nvidia.dali.math as dmath
-
-    f = dmath.floor(x)
-    d = x - f
-    odd = (f - 2.0 * dmath.floor(f / 2.0)) == 1.0
-    return f + (d > 0.5) + ((d == 0.5) & odd)
+    return (x + _TO_INTEGER) - _TO_INTEGER
 
 
-def letterbox(encoded, decoded, imgsz: int, dtype: str):
-    """(images [3, S, S] in `dtype`, letterbox [6] FP32) from the encoded and the decoded images."""
+# Every arithmetic operator below is one CPU operator run per batch, and each batch waits for them: at 480p the
+# served pipeline took 4 ms per batch of 64 more than decoding alone (issue 25), what the 61 operators of the
+# first version cost on a 2-core host. So the sizes are computed on [W, H] vectors, in the fewest operators
+# that give Python's float64 values exactly (20, tests/test_dali.py checks them on 200,000 shapes).
+def letterbox_args(shape, imgsz: int):
+    """What the letterbox needs, from image_shape(): (resize size [H, W] FP32, slice start [W, H] INT32,
+    letterbox [6] FP32 = gain_x, gain_y, pad_x, pad_y, width, height)."""
     import nvidia.dali.fn as fn
     import nvidia.dali.math as dmath
     import nvidia.dali.types as types
 
-    shape = fn.cast(fn.peek_image_shape(encoded), dtype=types.FLOAT64)  # [H, W, C] of the oriented image
-    h, w = shape[0], shape[1]
-    r = dmath.min(imgsz / h, imgsz / w)
-    nw = dmath.max(_round_half_even(w * r), 1.0)
-    nh = dmath.max(_round_half_even(h * r), 1.0)
-    # round(dw / 2 - 0.1): never a tie (dw / 2 is a whole or half number), so floor(x + 0.5) is exact
-    left = dmath.floor((imgsz - nw) / 2.0 - 0.1 + 0.5)
-    top = dmath.floor((imgsz - nh) / 2.0 - 0.1 + 0.5)
-    resized = fn.resize(decoded, resize_x=fn.cast(nw, dtype=types.FLOAT), resize_y=fn.cast(nh, dtype=types.FLOAT),
-                        antialias=False, interp_type=types.INTERP_LINEAR)
-    start = fn.cast(fn.stack(-top, -left), dtype=types.INT32)
-    size = fn.cast(fn.stack(top * 0.0 + imgsz, left * 0.0 + imgsz), dtype=types.INT32)
-    padded = fn.slice(resized, start, size, axis_names="HW", out_of_bounds_policy="pad", fill_values=PAD_VALUE)
+    wh = shape[1::-1]
+    r = imgsz / dmath.max(shape[0], shape[1])  # = min(S/h, S/w): division is monotonic
+    new = dmath.max(_round_half_even(wh * r), 1.0)  # (round(w r), round(h r)), at least 1 px
+    # round(d/2 - 0.1) for a whole d: d/2 is n or n + 0.5, and both give n = floor(d/2)
+    pad = dmath.floor((imgsz - new) * 0.5)
+    info = fn.cast(fn.cat(new / wh, pad, wh), dtype=types.FLOAT)
+    return fn.cast(new, dtype=types.FLOAT)[::-1], fn.cast(-pad, dtype=types.INT32), info
+
+
+def letterbox(shape, decoded, imgsz: int, dtype: str):
+    """(images [3, S, S] in `dtype`, letterbox [6] FP32) from image_shape() and the decoded images."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+
+    size, start, info = letterbox_args(shape, imgsz)
+    resized = fn.resize(decoded, size=size, antialias=False, interp_type=types.INTERP_LINEAR)
+    padded = fn.slice(resized, start=start, shape=[imgsz, imgsz], axis_names="WH", out_of_bounds_policy="pad",
+                      fill_values=PAD_VALUE)
     images = fn.crop_mirror_normalize(padded, dtype=types.FLOAT16 if dtype == "FP16" else types.FLOAT,
                                       output_layout="CHW", mean=0.0, std=255.0)
-    info = fn.cast(fn.stack(nw / w, nh / h, left, top, w, h), dtype=types.FLOAT)
     return images, info
 
 
-def clip_branch(encoded, decoded, clip: dict):
-    """open_clip's image preprocessing for MobileCLIP2 (torchvision on PIL): the shorter side resized to
-    `size` and the longer to int(size * long / short) (bilinear, antialiased like PIL), a centre crop at
-    round((side - size) / 2), (x/255 - mean) / std, CHW. Sizes and offsets in float64, as torchvision's."""
+def clip_args(shape, size: int):
+    """What open_clip's transform needs, from image_shape(): (resize size [H, W] FP32, crop start [W, H]
+    INT32). The shorter side becomes `size`, the longer int(size * long / short); the crop starts at
+    round((side - size) / 2) — torchvision's arithmetic, in float64."""
     import nvidia.dali.fn as fn
     import nvidia.dali.math as dmath
     import nvidia.dali.types as types
 
-    size = float(clip["size"])
-    shape = fn.cast(fn.peek_image_shape(encoded), dtype=types.FLOAT64)
-    h, w = shape[0], shape[1]
-    short = dmath.min(h, w)
-    nh = dmath.floor(size * h / short)  # the short side gives exactly size; the long one truncates
-    nw = dmath.floor(size * w / short)
-    resized = fn.resize(decoded, resize_x=fn.cast(nw, dtype=types.FLOAT), resize_y=fn.cast(nh, dtype=types.FLOAT),
-                        interp_type=types.INTERP_LINEAR, antialias=True)
-    top, left = _round_half_even((nh - size) / 2.0), _round_half_even((nw - size) / 2.0)
-    start = fn.cast(fn.stack(top, left), dtype=types.INT32)
-    extent = fn.cast(fn.stack(top * 0.0 + size, left * 0.0 + size), dtype=types.INT32)
-    cropped = fn.slice(resized, start, extent, axis_names="HW")
+    wh = shape[1::-1]
+    new = dmath.floor(wh * float(size) / dmath.min(shape[0], shape[1]))  # the short side: exactly size
+    start = _round_half_even((new - float(size)) * 0.5)
+    return fn.cast(new, dtype=types.FLOAT)[::-1], fn.cast(start, dtype=types.INT32)
+
+
+def clip_branch(shape, decoded, clip: dict):
+    """open_clip's image preprocessing for MobileCLIP2 (torchvision on PIL): resize (bilinear, antialiased
+    like PIL), centre crop, (x/255 - mean) / std, CHW."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+
+    size, start = clip_args(shape, clip["size"])
+    resized = fn.resize(decoded, size=size, interp_type=types.INTERP_LINEAR, antialias=True)
+    cropped = fn.slice(resized, start=start, shape=[clip["size"], clip["size"]], axis_names="WH")
     return fn.crop_mirror_normalize(cropped, dtype=types.FLOAT16 if clip["dtype"] == "FP16" else types.FLOAT,
                                     output_layout="CHW", mean=[255.0 * m for m in clip["mean"]],
                                     std=[255.0 * s for s in clip["std"]])
 
 
-def definition(imgsz: int, dtype: str, max_batch: int, clip: dict | None = None) -> dict:
+# Served defaults (manifest `dali:`; README "Track D" has the measurements behind them): 8 threads x 2 instances
+# was the fastest measured on an H100; 0.65 is DALI's own hardware decoder share (`bench_dali_gpu.py --pick-hw`).
+NUM_THREADS = 8         # DALI's CPU worker threads per pipeline: the hybrid decoder's host Huffman work, PNG
+HW_DECODER_LOAD = 0.65  # the share of each JPEG batch nvJPEG's hardware decoder (A100, H100, ...) takes
+INSTANCES = 2           # Triton instances of the DALI model per GPU: one's CPU work overlaps the other's decoding
+
+
+def definition(imgsz: int, dtype: str, max_batch: int, clip: dict | None = None, num_threads: int = NUM_THREADS,
+               hw_decoder_load: float = HW_DECODER_LOAD) -> dict:
     """clip: None (Track D) or {"size", "dtype", "mean", "std"} of a MobileCLIP2 image encoder (Track E)."""
-    return {"imgsz": imgsz, "dtype": dtype, "max_batch": max_batch, "clip": clip}
+    return {"imgsz": imgsz, "dtype": dtype, "max_batch": max_batch, "clip": clip, "num_threads": num_threads,
+            "hw_decoder_load": hw_decoder_load}
 
 
 def outputs(d: dict) -> list[tuple[str, str, list[int]]]:
@@ -103,25 +133,45 @@ def outputs(d: dict) -> list[tuple[str, str, list[int]]]:
     return out
 
 
-def pipeline(d: dict, device: str, num_threads: int = 4, max_batch: int | None = None):
-    """The pipeline of a definition; `device` "gpu" is what Triton serves, "cpu" its twin."""
+def decode(encoded, d: dict, device: str):
+    """The images decoded, RGB: nvJPEG (`mixed`: the hardware decoder takes the definition's share of each
+    JPEG batch) for the served pipeline, DALI's CPU decoder for the twin."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
+
+    if device == "gpu":
+        return fn.decoders.image(encoded, device="mixed", output_type=types.RGB,
+                                 hw_decoder_load=float(d.get("hw_decoder_load", HW_DECODER_LOAD)))
+    return fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
+
+
+def new_pipeline(d: dict, device: str, num_threads: int | None = None, max_batch: int | None = None):
+    """An empty pipeline for a definition. The served one is built the way Triton's DALI backend builds it
+    (daliCreatePipeline: pipelined, asynchronous, prefetch queue 1); the twin runs synchronously."""
     from nvidia.dali import Pipeline
 
     twin = device == "cpu"
-    pipe = Pipeline(batch_size=max_batch or d["max_batch"], num_threads=num_threads, device_id=None,
-                    prefetch_queue_depth=1 if twin else 2, exec_async=not twin, exec_pipelined=not twin)
+    return Pipeline(batch_size=max_batch or d["max_batch"], num_threads=num_threads or d.get("num_threads", NUM_THREADS),
+                    device_id=None, prefetch_queue_depth=1, exec_async=not twin, exec_pipelined=not twin)
+
+
+def pipeline(d: dict, device: str, num_threads: int | None = None, max_batch: int | None = None):
+    """The pipeline of a definition; `device` "gpu" is what Triton serves, "cpu" its twin."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+
+    pipe = new_pipeline(d, device, num_threads, max_batch)
     with _no_origin_trace(), pipe:
         encoded = fn.external_source(name=INPUT, dtype=types.UINT8, ndim=1, device="cpu")
-        decoded = fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
-        images, info = letterbox(encoded, decoded, d["imgsz"], d["dtype"])
-        pipe.set_outputs(images, info, *([clip_branch(encoded, decoded, d["clip"])] if d["clip"] else []))
+        decoded = decode(encoded, d, device)
+        shape = image_shape(encoded)
+        images, info = letterbox(shape, decoded, d["imgsz"], d["dtype"])
+        pipe.set_outputs(images, info, *([clip_branch(shape, decoded, d["clip"])] if d["clip"] else []))
     return pipe
 
 
-def detection_pipeline(imgsz: int, dtype: str, max_batch: int, device: str, num_threads: int = 4):
-    """Track D's pipeline (no encoder branch)."""
+def detection_pipeline(imgsz: int, dtype: str, max_batch: int, device: str, num_threads: int | None = None):
+    """Track D's pipeline (no encoder branch), at the served defaults."""
     return pipeline(definition(imgsz, dtype, max_batch), device, num_threads)
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from ...engine.errors import UserError
 from ...families.base import ANCHORS, TOPK
+from ...tooling import dali_preprocess as dali_defaults
 from ...tooling import triton_releases, trt_support
 from .. import families, formats, layout
 from ..steps.ensembles import SearchEnsemble
@@ -72,9 +73,13 @@ def resolve(path: Path, root: Path, custom: str | None = None, standalone_custom
         for k, v in given.items():
             merged[k] = {**merged[k], **v} if isinstance(merged[k], dict) and isinstance(v, dict) else v
         try:
-            return Settings.model_validate(merged).model_dump()
+            out = Settings.model_validate(merged).model_dump()
         except ValidationError as e:
             raise explain(e, file, prefix=key) from None
+        if out["dali"]["instances"] is None:  # the DALI model's own count: its default is for GPUs
+            gpu = out["instance_group"]["kind"] == "gpu"
+            out["dali"]["instances"] = dali_defaults.INSTANCES if gpu else out["instance_group"]["count"]
+        return out
 
     for key, entry in manifest.builtins.items():
         family, builtin = BUILTINS[key]
@@ -258,7 +263,7 @@ def _search_record(key: str, entry: SearchEntry, records: list[dict], file: str)
     det, enc = _members(key, entry, records, file)
     s = det["settings"]
     settings = {k: s[k] for k in ("imgsz", "topk", "normalize_boxes", "opset", "precision", "dynamic_batching",
-                                  "instance_group", "save_labels", "triton", "tensorrt")}
+                                  "instance_group", "save_labels", "triton", "tensorrt", "dali")}
     settings.update(formats=["search"], max_batch=min(s["max_batch"], enc["settings"]["max_batch"]), gpu_targets=None)
     rec = {"key": f"ensembles.{key}", "kind": "ensemble", "name": key, "backend": entry.backend,
            "detector": dict(det), "image_encoder": dict(enc), "untrained": det["untrained"] or enc["untrained"],

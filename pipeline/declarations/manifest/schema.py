@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator, model_validator
 
+from ...tooling import dali_preprocess as dali_defaults
 from ...tooling import triton_releases
 from .. import families, formats
 
@@ -73,6 +74,10 @@ ALLOWED = {
     "encoder": "a key of the encoders block",
     "backend": "'onnx' (the End2End ONNX and encoder ONNX folders) or 'trt' (their TensorRT plans)",
     "engine_cache_path": "an absolute path, writable by the Triton server, e.g. /tmp/triton-onnxruntime-trt-cache",
+    "num_threads": f"a positive integer of CPU threads per DALI model instance (default {dali_defaults.NUM_THREADS})",
+    "hw_decoder_load": "a number from 0 to 1: the share of JPEGs nvJPEG's hardware decoder takes (0: none; default "
+                       f"{dali_defaults.HW_DECODER_LOAD})",
+    "instances": f"a positive integer of DALI model instances per GPU (default {dali_defaults.INSTANCES} on GPU), or null",
 }
 PATTERN_WHAT = {"engine_cache_path": "an absolute path", "triton": "a Triton release (YY.MM)",
                 "tensorrt": "a TensorRT 10.x or 11.x version"}
@@ -140,6 +145,15 @@ class OnnxTensorRT(Strict):
     engine_cache_path: Annotated[str, StringConstraints(pattern=r"^/")] = "/tmp/triton-onnxruntime-trt-cache"
 
 
+class Dali(Strict):
+    """Track D/E's DALI preprocessing model (`<folder>_preprocess`): how fast it serves on the GPU. num_threads and
+    hw_decoder_load are baked into model.dali (num_threads also into config.pbtxt, which the DALI backend reads);
+    instances is that model's own instance_group count (None: INSTANCES on GPU, instance_group.count on CPU)."""
+    num_threads: Annotated[int, Field(gt=0)] = dali_defaults.NUM_THREADS
+    hw_decoder_load: Annotated[float, Field(ge=0, le=1)] = dali_defaults.HW_DECODER_LOAD
+    instances: Annotated[int, Field(gt=0)] | None = None
+
+
 class Serving(Strict):
     """What every served model sets, detector or encoder: TensorRT build, the Triton serving it, batching."""
     precision: Literal["fp16", "fp32"] = "fp16"
@@ -171,6 +185,7 @@ class Settings(Serving):
     formats: list[Format] = Field(default_factory=lambda: formats.defaults("detector"))
     save_labels: bool = True
     onnx_tensorrt: OnnxTensorRT = OnnxTensorRT()
+    dali: Dali = Dali()
 
     @field_validator("imgsz")
     @classmethod

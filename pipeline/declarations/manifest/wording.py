@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from ...engine.errors import UserError
-from .schema import (ALLOWED, PATTERN_WHAT, DynamicBatching, EncoderEntry, InstanceGroup, Manifest, ModelEntry,
+from .schema import (ALLOWED, PATTERN_WHAT, Dali, DynamicBatching, EncoderEntry, InstanceGroup, Manifest, ModelEntry,
                      OnnxTensorRT, SearchEntry, Settings)
 
 
@@ -43,6 +43,10 @@ def explain(error: ValidationError, file: str, prefix: str = "") -> UserError:
 def allowed_keys(loc: list[str]) -> str:
     if len(loc) == 1:
         return ", ".join(Manifest.model_fields)
+    blocks = {"dynamic_batching": DynamicBatching, "instance_group": InstanceGroup, "onnx_tensorrt": OnnxTensorRT,
+              "dali": Dali}
+    if len(loc) > (2 if loc[0] == "defaults" else 3) and loc[-2] in blocks:  # a settings block of any entry
+        return ", ".join(blocks[loc[-2]].model_fields)
     if loc[0] == "models":
         return ", ".join(ModelEntry.model_fields)
     if loc[0] == "encoders":
@@ -50,12 +54,5 @@ def allowed_keys(loc: list[str]) -> str:
     if loc[0] == "ensembles":
         return ", ".join(SearchEntry.model_fields)
     if loc[0] in ("defaults", "builtins"):
-        tail = loc[-2]
-        if tail == "dynamic_batching":
-            return ", ".join(DynamicBatching.model_fields)
-        if tail == "instance_group":
-            return ", ".join(InstanceGroup.model_fields)
-        if tail == "onnx_tensorrt":
-            return ", ".join(OnnxTensorRT.model_fields)
         return ", ".join(Settings.model_fields)
     return "see manifests/README.md"

@@ -31,8 +31,18 @@ class Ensemble:
     def pipeline_params(self, m: dict) -> dict:
         det, det_fmt = self.detector(m)
         plan = det["folders"][det_fmt]["plans"]
+        dali = m["settings"]["dali"]
         return {**settings("imgsz", "max_batch")(m),
-                "dtype": "FP16" if plan and det["settings"]["precision"] == "fp16" else "FP32"}
+                "dtype": "FP16" if plan and det["settings"]["precision"] == "fp16" else "FP32",
+                "num_threads": dali["num_threads"], "hw_decoder_load": dali["hw_decoder_load"]}
+
+    @staticmethod
+    def pipeline_config_params(m: dict) -> dict:
+        """The DALI model's config: its own instance count (manifest `dali.instances`) on the models' instance
+        kind, and the pipeline's thread count, which Triton's DALI backend reads from config.pbtxt."""
+        dali = m["settings"]["dali"]
+        return {**settings("max_batch", "dynamic_batching")(m), "num_threads": dali["num_threads"],
+                "instance_group": {"kind": m["settings"]["instance_group"]["kind"], "count": dali["instances"]}}
 
     def pipeline_inputs(self, m: dict) -> dict:
         return {}
@@ -75,8 +85,7 @@ class Ensemble:
             builder="pipeline.builders.triton_config:write_dali_config", applies=applies,
             subname=lambda m: f"{folder(m)}_preprocess", inputs={"pipeline_record": record},
             outputs={"config": lambda m: f"{L.preprocess_folder(m, fmt)}/config.pbtxt"},
-            params=lambda m: {"folder": f"{folder(m)}_preprocess",
-                              **settings("max_batch", "dynamic_batching", "instance_group")(m)})
+            params=lambda m: {"folder": f"{folder(m)}_preprocess", **self.pipeline_config_params(m)})
         self.boxes_config = Step(
             basename="config", doc=f"Write config.pbtxt of {{name}}'s box-mapping model ({fmt}; CPU instance)",
             builder="pipeline.builders.triton_config:write_config", applies=applies,
