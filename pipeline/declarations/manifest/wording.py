@@ -14,7 +14,7 @@ def explain(error: ValidationError, file: str, prefix: str = "") -> UserError:
     errs = error.errors()
     first = errs[0]
     loc = [str(p) for p in first["loc"]
-           if not str(p).startswith(("function-after", "literal", "int", "float", "[key]"))]
+           if not str(p).startswith(("function-after", "literal", "int", "float", "[key]", "constrained-str", "list["))]
     key = ".".join([prefix, *loc] if prefix else loc) or "(top level)"
     leaf = next((p for p in reversed(loc) if p in ALLOWED), None)
     msg = first["msg"].replace("Value error, ", "")
