@@ -284,9 +284,10 @@ def garble(p: Path) -> None:
 
 
 def damage_cache_index(proj: Project, cache: Path) -> None:
-    rec = json.loads(proj.path("models/a_end2end/1/model.onnx.verification.json").read_text())["recipe"]
+    staged = "pytorch_models/staged/a_end2end/1"
+    rec = json.loads(proj.path(f"{staged}/model.onnx.verification.json").read_text())["recipe"]
     (cache / rec[:2] / rec / "index.json").write_text('{"outputs": "not a list"}')
-    for p in ("models/a_end2end/1/model.onnx", "models/a_end2end/1/model.onnx.verification.json"):
+    for p in (f"{staged}/model.onnx", f"{staged}/model.onnx.verification.json"):
         proj.path(p).unlink()
 
 
@@ -295,8 +296,11 @@ def damage_cache_index(proj: Project, cache: Path) -> None:
 STATE_CASES = {
     "truncated-intermediate-onnx": (lambda proj, cache: truncate(proj.path("pytorch_models/a.onnx")),
                                     {"export_onnx:a"}, ""),
-    "truncated-served-onnx": (lambda proj, cache: truncate(proj.path("models/a_end2end/1/model.onnx")),
+    "truncated-staged-onnx": (lambda proj, cache: truncate(proj.path("pytorch_models/staged/a_end2end/1/model.onnx")),
                               {"end2end_onnx:a"}, ""),
+    # a published copy damaged (not the staged file it was linked from): the same version, relinked
+    "truncated-served-onnx": (lambda proj, cache: truncate(proj.path("models/a_end2end/1/model.onnx")),
+                              {"publish:a_end2end"}, "version 1 repaired"),
     "truncated-checkpoint": (lambda proj, cache: truncate(proj.path("pytorch_models/a.untrained.pt")),
                              {"materialize:a"}, ""),
     "corrupt-verification-record": (lambda proj, cache: garble(proj.path("pytorch_models/a.onnx.verification.json")),

@@ -18,8 +18,9 @@ pytestmark = pytest.mark.slow
 
 MANIFEST = "defaults: {formats: [onnx, onnx_end2end], imgsz: 256, max_batch: 4}\n" \
            "models:\n  a: {arch: yolo11n, class_names: [x, y]}\n"
-TASKS = {"materialize:a", "export_onnx:a", "config:a", "labels:a", "end2end_onnx:a", "config:a_end2end",
-         "labels:a_end2end"}
+TASKS = {"materialize:a", "export_onnx:a", "config:a", "labels:a", "probe:a", "end2end_onnx:a", "config:a_end2end",
+         "labels:a_end2end", "probe:a_end2end"}  # the steps (cached); publications are made from them, not cached
+PUBLISH = {"publish:a", "publish:a_end2end"}
 
 
 def artifacts(proj: Project) -> dict[str, str]:
@@ -39,7 +40,7 @@ def reference(tmp_path_factory):
     proj = fresh(d, "ref")
     cache = d / "shared-cache"
     run = proj.doit("manifest=manifests/m.yaml", env={"PIPELINE_CACHE": str(cache)})
-    assert run.rc == 0 and run.executed == TASKS, run.text
+    assert run.rc == 0 and run.executed == TASKS | PUBLISH, run.text
     return proj, cache, artifacts(proj)
 
 
@@ -133,8 +134,9 @@ def test_sigkill_then_rerun_equals_a_clean_build(reference, tmp_path, when):
     _, _, want = reference
     proj = fresh(tmp_path, "p")
     env = {**os.environ, "PIPELINE_CACHE": "off"}
-    marker = {"materialize": "pytorch_models/.a.untrained.tmp-*.pt", "export": "models/a/1/.model.tmp-*.onnx",
-              "end2end": "models/a_end2end/1/.model.tmp-*.onnx"}[when]
+    marker = {"materialize": "pytorch_models/.a.untrained.tmp-*.pt",
+              "export": "pytorch_models/staged/a/1/.model.tmp-*.onnx",
+              "end2end": "pytorch_models/staged/a_end2end/1/.model.tmp-*.onnx"}[when]
     proc = subprocess.Popen([sys.executable, "-m", "doit", "manifest=manifests/m.yaml"], cwd=proj.root, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300

@@ -279,7 +279,7 @@ def test_without_tensorrt_the_onnx_ensemble_builds_and_the_plan_ensemble_is_skip
     more = proj.doit("manifest=manifests/m.yaml", "config:det_dali_trt_end2end", "config:det_dali_trt_end2end_preprocess",
                      env=env)
     assert more.rc == 0, more.text
-    pre = proj.path("models/det_dali_trt_end2end_preprocess/config.pbtxt").read_text()
+    pre = proj.path("pytorch_models/staged/det_dali_trt_end2end_preprocess/config.pbtxt").read_text()  # not published
     assert "TYPE_FP16" in pre and 'backend: "dali"' in pre and "allow_ragged_batch: true" in pre
 
 
@@ -619,8 +619,9 @@ def test_the_tensorrt_ensemble_chain_in_triton_with_its_plan_stood_in_by_the_fp1
     from helpers.triton_harness import TritonServer
 
     proj, _, env = built
-    run = proj.doit("manifest=manifests/m.yaml", "config:det_dali_trt_end2end", "config:det_dali_trt_end2end_preprocess",
-                    "config:det_dali_trt_end2end_postprocess", "labels:det_dali_trt_end2end", env=env)
+    # the ensemble's own three folders need no TensorRT: published (their member, the plan folder, is not)
+    run = proj.doit("manifest=manifests/m.yaml", "publish:det_dali_trt_end2end", "publish:det_dali_trt_end2end_preprocess",
+                    "publish:det_dali_trt_end2end_postprocess", env=env)
     assert run.rc == 0, run.text
     repo = tmp_path / "models"
     for folder in ("det_dali_trt_end2end", "det_dali_trt_end2end_preprocess", "det_dali_trt_end2end_postprocess",

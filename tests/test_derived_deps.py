@@ -383,4 +383,4 @@ def test_a_builder_reading_an_undeclared_parameter_fails_the_build(built, tmp_pa
     run = proj.doit("labels:smoke")
     assert run.rc != 0
     assert "read parameter 'max_batch', which its step does not declare" in run.text
-    assert not proj.path("models/smoke/labels.txt").exists()
+    assert not proj.path("pytorch_models/staged/smoke/labels.txt").exists()

@@ -308,9 +308,10 @@ def test_nms_settings_rebuild_only_end2end_artifacts(built, tmp_path):
     proj.write("manifests/m.yaml", text.replace("topk: 50, normalize_boxes: false", "topk: 20, normalize_boxes: false"))
     run = proj.doit("manifest=manifests/m.yaml")
     assert run.rc == 0
-    assert run.executed == {"end2end_onnx:single", "config:single_end2end", "fp16_end2end_onnx:single"}, run.text
+    assert run.executed == {"end2end_onnx:single", "config:single_end2end", "fp16_end2end_onnx:single",
+                            "probe:single_end2end", "publish:single_end2end"}, run.text
     proj.write("manifests/m.yaml", text.replace("iou: 0.5,", "iou: 0.6,"))
     run = proj.doit("manifest=manifests/m.yaml")
     # (topk back to 50 for single; configs rerun because their graph's bytes changed; agnostic has iou 0.5 too)
     assert run.executed == {"end2end_onnx:single", "fp16_end2end_onnx:single", "config:single_end2end",
-                            "end2end_onnx:agnostic"}, run.text
+                            "probe:single_end2end", "publish:single_end2end", "end2end_onnx:agnostic"}, run.text

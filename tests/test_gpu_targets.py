@@ -122,7 +122,8 @@ def test_a_folder_is_published_only_when_every_target_is_there(local_fleet):
         assert host.path("models/smoke/config.pbtxt").is_file()  # the rest of the repository is served
     host, run = local_fleet["h200"]
     for folder in FOLDERS:
-        assert f"models/{folder}: published with plans for compute capability 7.5, 8.6, 9.0" in run.out, run.out
+        assert f"models/{folder}: version 1 published; versions 1 kept; plans for compute capability 7.5, 8.6, " \
+               "9.0" in run.out, run.out
     host, again = local_fleet["h200 again"]
     assert again.rc == 0 and again.executed == set(), again.out
 
@@ -205,35 +206,44 @@ def test_the_assembled_folders_pass_tritons_strict_config_validation(local_fleet
         assert not ok and "unable to find backend library" not in why, why
 
 
-def test_a_published_folder_never_serves_what_went_stale(local_fleet, tmp_path):
-    """On a copy of the H200 host: an extra file in models/ is noticed; a target that goes missing and a
-    plan that fails to build both take the folder out of models/."""
+def test_a_published_version_stays_complete_until_the_next_one_is(local_fleet, tmp_path):
+    """On a copy of the H200 host: a stray file in a published version is noticed and removed; when this host's
+    plan fails to rebuild, or a target goes missing, the last complete version keeps serving and no incomplete
+    version ever appears."""
+    from pipeline.engine.publish import versions_of
+
     host, _ = local_fleet["h200"]
     shutil.copytree(host.root, tmp_path / "proj", symlinks=True)
     h = Host(tmp_path / "proj", tmp_path, host.env["PIPELINE_CACHE"], "h200")
-    h.doit("publish:smoke_trt")  # the copy's published files are copies: linked to staging again
+    h.doit("publish:smoke_trt")  # the copy's published files are copies: checked by content once
     quiet = h.doit("publish:smoke_trt")  # a no-op: the next call is checked against its snapshot first
     assert quiet.rc == 0 and quiet.executed == set() and h.path(".pipeline/noop").is_dir(), quiet.text
-    stray = h.path("models/smoke_trt/1/model.plan")
+    published = h.path("models/smoke_trt")
+    complete = sorted(p.name for p in (published / "1").iterdir())
+    stray = published / "1/model.plan"
     stray.write_bytes(b"left over from a single-plan build")
     run = h.doit("publish:smoke_trt")
     assert run.rc == 0 and "publish:smoke_trt" in run.executed and not stray.exists(), run.text
-    # this host's TensorRT no longer is the Triton's and a plan setting changes: its plan fails to build,
-    # and the folder it would have refreshed is not served meanwhile
+    assert versions_of(published) == [1] and sorted(p.name for p in (published / "1").iterdir()) == complete
+    # this host's TensorRT no longer is the Triton's and a plan setting changes: its plan fails to build;
+    # version 1, complete, keeps serving
     installed = dict(h.env)
     h.write("manifests/m.yaml", MANIFEST.replace("max_batch: 4", "max_batch: 4, workspace_gb: 2"))
     h.env.update(S.install(tmp_path / "site-10.16", "10.16.1.11", cc="9.0", gpu_name="NVIDIA H200"))
     run = h.doit("trt:smoke")
     assert run.rc != 0 and "TensorRT 10.16.1.11 is installed" in run.text, run.text
-    assert "models/smoke_trt withdrawn" in run.out and not h.path("models/smoke_trt").exists(), run.out
-    # as before: everything is still built (recorded) or in the cache; published again
+    assert versions_of(published) == [1] and sorted(p.name for p in (published / "1").iterdir()) == complete
+    # as before: everything is still built (recorded) or in the cache: the same bytes, no new version
     h.env = installed
     h.write("manifests/m.yaml", MANIFEST)
     run = h.doit()
-    assert run.rc == 0 and h.path("models/smoke_trt/config.pbtxt").is_file(), run.text
-    # a setting of every plan changes: this host rebuilds its own target, the others are missing: withdrawn
+    assert run.rc == 0 and versions_of(published) == [1], run.text
+    # a setting of every plan changes: this host rebuilds its own target, the others are missing: version 2
+    # waits for them, version 1 is still served
     h.write("manifests/m.yaml", MANIFEST.replace("max_batch: 4", "max_batch: 8"))
     run = h.doit()
     assert run.rc == 0, run.text
-    assert "models/smoke_trt: withdrawn until every GPU target's plan is built again" in run.out, run.out
-    assert not h.path("models/smoke_trt").exists() and h.path("models/smoke/config.pbtxt").is_file()
+    assert "models/smoke_trt: no plan yet for compute capability 7.5 (1/model.sm75.plan)" in run.out, run.out
+    assert "(version 1 is still served)" in run.out, run.out
+    assert versions_of(published) == [1] and "max_batch_size: 4" in (published / "config.pbtxt").read_text()
+    assert h.path("models/smoke/2/version.json").is_file()  # the folders without GPU targets moved on

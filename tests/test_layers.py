@@ -15,7 +15,8 @@ ALLOWED = {
     "families": {"engine", "tooling"},                   # one module per family
     "builders": {"engine", "tooling"},                   # handed their family by their step, never import one
     "declarations": {"engine", "tooling", "families"},   # what to build; never a builder
-    "commands": {"engine", "tooling", "families", "builders", "declarations"},
+    "serving": {"engine", "tooling", "declarations"},    # published versions into a live Triton
+    "commands": {"engine", "tooling", "families", "builders", "declarations", "serving"},
 }
 
 

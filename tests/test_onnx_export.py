@@ -65,10 +65,11 @@ def test_verification_record_beside_the_artifact(built, detector):
     v = rec["verification"]
     assert v["passed"] is True and v["max_abs_box_px"] < 1e-2 and v["max_abs_score"] < 1e-4
     assert rec["untrained"] is False
-    assert rec["params"] == {"imgsz": 320, "opset": 17, "untrained": False, "trust_checkpoint": False, "head": "anchors"}
+    assert rec["params"] == {"imgsz": 320, "opset": 17, "untrained": False, "trust_checkpoint": False,
+                             "head": {"kind": "anchors"}, "tensorrt_check": None}  # no TensorRT format: no parser check
     import hashlib
     assert rec["inputs"][str(detector)] == hashlib.sha256(detector.read_bytes()).hexdigest()
-    out = rec["outputs"]["models/street_v1/1/model.onnx"]
+    out = rec["outputs"]["pytorch_models/staged/street_v1/1/model.onnx"]  # built there, published as version 1
     assert out["sha256"] == hashlib.sha256(built.path("models/street_v1/1/model.onnx").read_bytes()).hexdigest()
 
 
@@ -111,8 +112,8 @@ def test_untrained_models_say_so(project):
 def test_custom_var_builds_a_one_off_model(project, detector):
     run = project.doit(f"custom={detector}:vehicle_detector:4", "onnx:vehicle_detector")
     assert run.rc == 0, run.text
-    assert run.executed == {"inspect:vehicle_detector", "export_onnx:vehicle_detector", "config:vehicle_detector",
-                            "labels:vehicle_detector"}
+    assert run.executed == {f"{step}:vehicle_detector" for step in ("inspect", "export_onnx", "config", "labels",
+                                                                      "probe", "publish")}
     assert "max_batch_size: 4" in project.path("models/vehicle_detector/config.pbtxt").read_text()
     # without a name the seed derives it from the file name
     assert "export_onnx:street" in project.doit("list", "--all", f"custom={detector}").out

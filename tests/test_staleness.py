@@ -19,8 +19,8 @@ models:
   beta: {arch: yolo11n, num_classes: 1, max_batch: %d}
 """
 
-ALPHA = {"materialize:alpha", "export_onnx:alpha", "config:alpha", "labels:alpha"}
-BETA = {"materialize:beta", "export_onnx:beta", "config:beta", "labels:beta"}
+ALPHA = {"materialize:alpha", "export_onnx:alpha", "config:alpha", "labels:alpha", "probe:alpha", "publish:alpha"}
+BETA = {"materialize:beta", "export_onnx:beta", "config:beta", "labels:beta", "probe:beta", "publish:beta"}
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +113,11 @@ def test_a_building_run_or_a_file_changed_mid_run_leaves_no_snapshot(proj, monke
 def test_max_batch_touches_only_that_models_config(proj):
     proj.write("manifests/two.yaml", TWO_MODELS % 16)
     run = proj.doit("manifest=manifests/two.yaml")
-    assert run.rc == 0 and run.executed == {"config:beta"}, run.text
+    # the config, the probe made from it (the same bytes: its request has batch 1) and a new version
+    assert run.rc == 0 and run.executed == {"config:beta", "probe:beta", "publish:beta"}, run.text
     assert "max_batch_size: 16" in proj.path("models/beta/config.pbtxt").read_text()
+    assert "max_batch_size: 4" in proj.path("models/beta/1/version.json").read_text()  # version 1 is kept as it was
+    assert "max_batch_size: 16" in proj.path("models/beta/2/version.json").read_text()
     info = proj.doit("info", "manifest=manifests/two.yaml", "config:alpha")
     assert "up-to-date" in info.out
 
@@ -130,7 +133,8 @@ def test_imgsz_rebuilds_exports_not_weights(proj):
     run = proj.doit("manifest=manifests/two.yaml")
     assert run.rc == 0
     # The config is rewritten because the graph's input dims changed; the weights are untouched.
-    assert run.executed == {"export_onnx:alpha", "export_onnx:beta", "config:alpha", "config:beta"}, run.text
+    assert run.executed == {f"{step}:{m}" for step in ("export_onnx", "config", "probe", "publish")
+                            for m in ("alpha", "beta")}, run.text
 
 
 def test_replacing_a_checkpoint_rebuilds_its_chain(proj):
@@ -138,12 +142,13 @@ def test_replacing_a_checkpoint_rebuilds_its_chain(proj):
     proj.write("manifests/user.yaml", "defaults: {formats: [onnx], max_batch: 8, imgsz: 320}\n"
                                       "models:\n  mine: {pt_file: ../mine.pt}\n")
     first = proj.doit("manifest=manifests/user.yaml")
-    assert first.rc == 0 and first.executed == {"inspect:mine", "export_onnx:mine", "config:mine", "labels:mine"}
+    chain = {f"{step}:mine" for step in ("inspect", "export_onnx", "config", "labels", "probe", "publish")}
+    assert first.rc == 0 and first.executed == chain
     assert proj.doit("manifest=manifests/user.yaml").executed == set()
     shutil.copy(proj.path("pytorch_models/beta.untrained.pt"), proj.path("mine.pt"))  # other weights, 1 class
     run = proj.doit("manifest=manifests/user.yaml")
     assert run.rc == 0
-    assert run.executed == {"inspect:mine", "export_onnx:mine", "config:mine", "labels:mine"}, run.text
+    assert run.executed == chain, run.text
     assert "dims: 5" in proj.path("models/mine/config.pbtxt").read_text()  # 4 + 1 class
 
 
@@ -163,8 +168,10 @@ def test_editing_export_code_rebuilds_that_kind(proj):
     assert "code.pipeline/builders/raw_onnx.py:" in info.out, info.out
     run = proj.doit("manifest=manifests/two.yaml")
     assert run.rc == 0
-    # Byte-identical ONNX output: configs stay up to date (their input's content did not change).
-    assert run.executed == {"export_onnx:alpha", "export_onnx:beta"}, run.text
+    # Byte-identical ONNX output: configs and probes stay up to date (their input's content did not change);
+    # publication looks (the verification record names the new code) and publishes no new version.
+    assert run.executed == {"export_onnx:alpha", "export_onnx:beta", "publish:alpha", "publish:beta"}, run.text
+    assert "published" not in run.out and not proj.path("models/alpha/2").exists()
     assert graph.stat().st_mtime_ns == before  # the same bytes: the finished file stays, mtime and all
     info = proj.doit("info", "manifest=manifests/two.yaml", "export_onnx:alpha")
     assert "up-to-date" in info.out
@@ -189,14 +196,21 @@ def test_tool_version_change_rebuilds_dependent_steps(proj):
 
 
 def test_deleting_a_target_rebuilds_it(proj):
-    proj.path("models/alpha/labels.txt").unlink()
+    staged = "pytorch_models/staged/alpha/labels.txt"
+    proj.path(staged).unlink()
     info = proj.doit("info", "manifest=manifests/two.yaml", "labels:alpha")
-    assert "models/alpha/labels.txt" in info.out and "do not exist" in info.out
+    assert staged in info.out and "do not exist" in info.out
     run = proj.doit("manifest=manifests/two.yaml")
-    assert run.executed == {"labels:alpha"}, run.text
-    assert proj.path("models/alpha/labels.txt").read_text() == "car\ntruck\n"
-    proj.path("models/beta/1/model.onnx").unlink()
+    assert run.executed == {"labels:alpha"}, run.text  # the same bytes again: nothing new to publish
+    proj.path("pytorch_models/staged/beta/1/model.onnx").unlink()
     assert proj.doit("manifest=manifests/two.yaml").executed == {"export_onnx:beta"}
+    # a published file deleted: published again from staging, as the same version
+    proj.path("models/alpha/labels.txt").unlink()
+    proj.path("models/beta/1/model.onnx").unlink()
+    run = proj.doit("manifest=manifests/two.yaml")
+    assert run.executed == {"publish:alpha", "publish:beta"}, run.text
+    assert proj.path("models/alpha/labels.txt").read_text() == "car\ntruck\n"
+    assert sorted(p.name for p in proj.path("models/beta").iterdir() if p.name.isdigit()) == ["1"]
 
 
 def test_class_names_change_rebuilds_labels_only_downstream_of_checkpoint(proj):

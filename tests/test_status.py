@@ -29,26 +29,29 @@ def status(proj):
 
 def test_status_says_what_is_there_and_why_it_is_stale(built):
     rows = status(built)
-    assert set(rows) == {"inspect:mine", "export_onnx:mine", "config:mine", "labels:mine"}
+    assert set(rows) == {"inspect:mine", "export_onnx:mine", "config:mine", "labels:mine", "probe:mine", "publish:mine"}
+    assert rows["publish:mine"]["artifact"] == "models/mine/" and rows["publish:mine"]["serves"] == [1]
     assert all(r["status"] == "up-to-date" and r["present"] for r in rows.values())
     assert rows["export_onnx:mine"]["verification"] == "passed" and rows["export_onnx:mine"]["bytes"] > 1e6
     built.write("manifests/m.yaml", MANIFEST.replace("max_batch: 8", "max_batch: 16"))
-    built.path("models/mine/labels.txt").unlink()
+    built.path("pytorch_models/staged/mine/labels.txt").unlink()
     rows = status(built)
     assert rows["config:mine"]["status"] == "stale" and "max_batch: 8 -> 16" in rows["config:mine"]["why"][0]
     assert rows["labels:mine"]["status"] == "stale" and not rows["labels:mine"]["present"]
     assert rows["export_onnx:mine"]["status"] == "up-to-date"
+    assert rows["publish:mine"]["status"] == "stale"  # a staged file it published is gone
     table = built.doit("status", "manifest=manifests/m.yaml")
-    assert "export_onnx:mine" in table.out and "2 stale" in table.out
+    assert "export_onnx:mine" in table.out and "3 stale" in table.out and "versions 1; serves 1" in table.out
 
 
 def test_graph_picture_coloured_by_status(built):
-    built.path("models/mine/config.pbtxt").unlink()
+    built.path("pytorch_models/staged/mine/config.pbtxt").unlink()
     run = built.doit("graph", "--out", "graph.svg", "manifest=manifests/m.yaml")
     assert run.rc == 0, run.text
     dot = built.path("graph.dot").read_text()
     assert '"export_onnx:mine" [fillcolor="#b7e4b9", label="export_onnx:mine\\npipeline/builders/raw_onnx.py"]' in dot
     assert '"config:mine" [fillcolor="#ffcc80"' in dot       # stale: orange
+    assert '"publish:mine" [fillcolor="#ffcc80", label="publish:mine\\nmodels/mine/"]' in dot
     assert '"inspect:mine" -> "export_onnx:mine"' in dot and '"onnx:mine" [fillcolor="#dddddd"' in dot
     if shutil.which("dot"):
         assert built.path("graph.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
@@ -57,7 +60,8 @@ def test_graph_picture_coloured_by_status(built):
 def test_clean_is_previewable_and_keeps_user_files(built):
     before = built.generated()
     preview = built.doit("clean", "-n", "manifest=manifests/m.yaml")
-    assert preview.rc == 0 and "models/mine/1/model.onnx" in preview.out
+    assert preview.rc == 0 and "pytorch_models/staged/mine/1/model.onnx" in preview.out
+    assert "remove models/mine/ (every version" in preview.out
     assert built.generated() == before
     run = built.doit("clean", "manifest=manifests/m.yaml")
     assert run.rc == 0
@@ -68,9 +72,12 @@ def test_clean_is_previewable_and_keeps_user_files(built):
 def test_builtins_lists_the_documented_sizes(project):
     run = project.doit("builtins", "--json")
     rows = json.loads(run.out)
-    assert [(r["triton_name"], r["max_batch"]) for r in rows] == [
+    assert [(r["triton_name"], r["max_batch"]) for r in rows if r["family"] == "yolo11"] == [
         ("yolov11_nano", 128), ("yolov11_small", 64), ("yolov11_medium", 32), ("yolov11_large", 16),
         ("yolov11_xlarge", 8)]
+    assert {r["family"] for r in rows} == {"yolo11", "yolov8", "yolo26", "yolov10"}
+    assert [r["key"] for r in rows if r["family"] == "yolov10"] == [f"yolov10{s}" for s in "nsmblx"]  # b: balanced
+    assert [r["key"] for r in rows if r["family"] == "yolo26"] == [f"yolo26{s}" for s in "nsmlx"]
 
 
 @pytest.mark.slow
@@ -81,7 +88,7 @@ def test_build_times_recorded_shown_and_summed_up(project):
     assert run.rc == 0, run.text
     # one summary line at the end of a building run, slowest first
     (line,) = [x for x in run.err.splitlines() if x.startswith("built ")]
-    assert line.startswith("built 8 step(s)") and "slowest: " in line, line
+    assert line.startswith("built 10 step(s)") and "slowest: " in line, line
     seconds = [float(s) for s in re.findall(r" (\d+\.\d) s", line.split("slowest: ")[1])]
     assert seconds == sorted(seconds, reverse=True) and seconds[0] > 0
     for name in ("a", "b"):

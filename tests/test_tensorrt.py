@@ -26,6 +26,8 @@ pytestmark = pytest.mark.slow
 MANIFEST = "defaults: {formats: [onnx, trt, trt_end2end], max_batch: 8, imgsz: 320}\nmodels:\n" \
            "  smoke: {arch: yolo11n, class_names: [a, b]}\n"
 PLANS = {"plan:smoke_trt", "plan:smoke_trt_end2end"}
+PUBLISH = {"publish:smoke_trt", "publish:smoke_trt_end2end"}
+STAGED = "pytorch_models/staged"  # a plan task alone builds here; its folder publishes it
 POLYGRAPHY_PROBES = {"int8_calibrator", "QuantizationFlag"}  # optional features Polygraphy tries (AttributeError)
 
 
@@ -163,17 +165,18 @@ def test_plan_staleness(trt):
     trt.write("manifests/m.yaml", MANIFEST.replace("imgsz: 320}", "imgsz: 320, dynamic_batching: "
                                                                   "{max_queue_delay_us: 100}}"))
     run = trt.doit("manifest=manifests/m.yaml")
-    assert run.executed == {"config:smoke", "config:smoke_trt", "config:smoke_trt_end2end"}, run.text
+    assert run.executed == {f"{step}:{folder}" for step in ("config", "probe", "publish")
+                            for folder in ("smoke", "smoke_trt", "smoke_trt_end2end")}, run.text
     # another GPU generation: plans only
     trt.use("10.16.1.11", cc="8.9")
     info = trt.doit("info", "manifest=manifests/m.yaml", "plan:smoke_trt")
     assert "compute_capability: '9.0' -> '8.9'" in info.out, info.out
     run = trt.doit("manifest=manifests/m.yaml")
-    assert run.executed == PLANS, run.text
+    assert run.executed == PLANS | PUBLISH, run.text  # (and their folders' publication)
     # another TensorRT: plans only
     trt.use("11.4.0.106", cc="8.9")
     run = trt.doit("manifest=manifests/m.yaml")
-    assert run.executed == PLANS, run.text
+    assert run.executed == PLANS | PUBLISH, run.text
     # build settings
     trt.write("manifests/m.yaml", MANIFEST.replace("max_batch: 8", "max_batch: 8, workspace_gb: 2"))
     run = trt.doit("manifest=manifests/m.yaml")
@@ -237,7 +240,7 @@ def test_tf32_allowed_only_when_asked(trt):
     run = trt.use("10.16.1.11").doit("manifest=manifests/m.yaml", "plan:smoke_trt")
     assert run.rc == 0, run.text
     assert not trt.calls("clear_flag") and [c["flag"] for c in trt.calls("set_flag")] == ["BuilderFlag.TF32"]
-    assert json.loads(trt.path("models/smoke_trt/1/model.plan.verification.json").read_text())[
+    assert json.loads(trt.path(f"{STAGED}/smoke_trt/1/model.plan.verification.json").read_text())[
         "verification"]["tf32"] is True
 
 
@@ -245,12 +248,12 @@ def test_a_foreign_timing_cache_is_noticed_not_trusted(trt):
     assert trt.use("11.4.0.106").doit("manifest=manifests/m.yaml", "plan:smoke_trt").rc == 0  # writes the cache
     cache = trt.tmp / "cache/triton-export-pipeline/tensorrt/trt-11.4.0.106-nvidia-h200-stand-in-sm90.timing-cache"
     assert cache.is_file()
-    trt.path("models/smoke_trt/1/model.plan").unlink()
+    trt.path(f"{STAGED}/smoke_trt/1/model.plan").unlink()
     run = trt.doit("manifest=manifests/m.yaml", "plan:smoke_trt",
                    extra_env={"TRT_STANDIN_CACHE_MISMATCH": "1", "PIPELINE_CACHE": "off"})  # built, not restored
     assert run.rc == 0, run.text
     assert [c["accepted"] for c in trt.calls("set_timing_cache")][-1] is False
-    notes = json.loads(trt.path("models/smoke_trt/1/model.plan.verification.json").read_text())["verification"]["notes"]
+    notes = json.loads(trt.path(f"{STAGED}/smoke_trt/1/model.plan.verification.json").read_text())["verification"]["notes"]
     assert any("does not match this GPU or TensorRT" in n for n in notes), notes
     assert not cache.exists() and cache.with_name(cache.name + ".refused").is_file()  # the next build starts fresh
 
@@ -259,9 +262,9 @@ def test_an_error_in_the_progress_display_never_cancels_a_build(trt):
     run = trt.use("11.4.0.106").doit("manifest=manifests/m.yaml", "plan:smoke_trt",
                                      extra_env={"TRT_STANDIN_MONITOR_BAD_STEP": "1"})
     assert run.rc == 0, run.text
-    v = json.loads(trt.path("models/smoke_trt/1/model.plan.verification.json").read_text())["verification"]
+    v = json.loads(trt.path(f"{STAGED}/smoke_trt/1/model.plan.verification.json").read_text())["verification"]
     assert v["progress_monitor_errors"] and "step_complete: TypeError" in v["progress_monitor_errors"][0]
-    assert trt.path("models/smoke_trt/1/model.plan").read_bytes() == S.plan_bytes()
+    assert trt.path(f"{STAGED}/smoke_trt/1/model.plan").read_bytes() == S.plan_bytes()
 
 
 def test_tensorrt_without_pip_metadata_is_found_without_importing_it(trt, tmp_path):
@@ -272,7 +275,7 @@ def test_tensorrt_without_pip_metadata_is_found_without_importing_it(trt, tmp_pa
     assert listing.rc == 0 and not S.read_log(trt.log)  # found, yet never imported by the process loading dodo.py
     run = trt.doit("manifest=manifests/m.yaml")
     assert run.rc == 0 and "TensorRT is not installed" not in run.err and PLANS <= run.executed, run.text
-    rec = json.loads(trt.path("models/smoke_trt/1/model.plan.verification.json").read_text())
+    rec = json.loads(trt.path(f"{STAGED}/smoke_trt/1/model.plan.verification.json").read_text())
     assert rec["params"]["tensorrt"] == rec["verification"]["tensorrt"] == "10.13.3.9"
 
 
@@ -326,7 +329,7 @@ def test_plans_are_built_only_for_the_tensorrt_of_the_target_triton(trt):
                                                                   'tensorrt: "10.13.3.9"}'))
     run = trt.doit("manifest=manifests/m.yaml", "plan:smoke_trt")
     assert run.rc == 0, run.text
-    rec = json.loads(trt.path("models/smoke_trt/1/model.plan.verification.json").read_text())
+    rec = json.loads(trt.path(f"{STAGED}/smoke_trt/1/model.plan.verification.json").read_text())
     assert rec["params"]["triton_target"]["triton"] == "25.10"
     assert rec["verification"]["target"] == {**rec["params"]["triton_target"], "checked": True}
 
@@ -335,6 +338,6 @@ def test_plans_are_built_only_for_the_tensorrt_of_the_target_triton(trt):
     run = trt.doit("manifest=manifests/m.yaml", "plan:smoke_trt")
     assert run.rc == 0 and "plan:smoke_trt" in run.executed, run.text  # the target is part of the recipe
     assert "built with TensorRT 10.13.3.9; the plan loads only in a Triton release whose TensorRT" in run.err
-    target = json.loads(trt.path("models/smoke_trt/1/model.plan.verification.json").read_text())[
+    target = json.loads(trt.path(f"{STAGED}/smoke_trt/1/model.plan.verification.json").read_text())[
         "verification"]["target"]
     assert target["checked"] is False and target["tensorrt"] == "10.13.3.9"

@@ -54,9 +54,6 @@ def build_config(name: str, platform: str, inputs, outputs, *, max_batch: int, d
 
 def write_config(ctx: StepContext) -> dict:
     """Step builder: config.pbtxt of one Triton folder, from the I/O of the graph its model file is made of."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2 as mc
-
     graph = ctx.input("graph")
     if graph.suffix != ".onnx":
         raise RuntimeError(f"no I/O reader for {graph}")
@@ -65,18 +62,18 @@ def write_config(ctx: StepContext) -> dict:
                        dynamic_batching=ctx.param("dynamic_batching"), instance_group=ctx.param("instance_group"),
                        untrained=ctx.param("untrained"), tensorrt_accelerator=ctx.param("tensorrt_accelerator"),
                        cc_model_filenames=ctx.param("cc_model_filenames"))
-    text = text_format.MessageToString(cfg)
-    again = text_format.Parse(text, mc.ModelConfig())  # what Triton will read
-    if again != cfg:
-        raise RuntimeError("config.pbtxt does not round-trip through ModelConfig")
-    ctx.output().write_text(text)
+    _finish(ctx, cfg)
     return {"inputs": [list(i) for i in inputs], "outputs": [list(o) for o in outputs]}
 
 
 def _finish(ctx: StepContext, cfg) -> str:
+    """The manifest's `config_overrides` for this folder merged in, then the text Triton will read, parsed back."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2 as mc
 
+    from ..tooling import model_config
+
+    model_config.merge(cfg, ctx.param("overrides"))
     text = text_format.MessageToString(cfg)
     if text_format.Parse(text, mc.ModelConfig()) != cfg:
         raise RuntimeError("config.pbtxt does not round-trip through ModelConfig")

@@ -59,11 +59,23 @@ def artifact_rows(tasks, dep_manager) -> list[dict]:
             row["verification"] = ("passed" if v.get("passed") else "recorded") if v else None
             if task.name.startswith("plan:"):
                 row.update(tensorrt=v.get("tensorrt"), gpu=v.get("gpu"), compute_capability=v.get("compute_capability"))
+        if task.name.startswith("publish:"):  # a published folder: its versions, and those Triton serves
+            row.update(_published(Path(primary).parent))
         values = dep_manager.get_values(task.name) if row["present"] else {}
         row["build_seconds"] = values.get("build_seconds")
         row["restored"] = bool(values.get("restored"))
         rows.append(row)
     return rows
+
+
+def _published(folder: Path) -> dict:
+    from ..engine import publish
+
+    present = publish.versions_of(folder)
+    config = folder / publish.CONFIG
+    serves = publish.served_versions(config.read_text(), present) if config.is_file() else []
+    return {"artifact": f"{folder}/", "versions": present, "serves": serves,
+            "pinned": (publish.read_state(folder) or {}).get("pinned")}
 
 
 class Status(DoitCmdBase):
@@ -82,11 +94,15 @@ class Status(DoitCmdBase):
         from rich.console import Console
         from rich.table import Table
 
-        table = Table("task", "artifact", "size", "built in", "status", "verified", "TensorRT / GPU", show_lines=False)
+        table = Table("task", "artifact", "size", "built in", "status", "verified", "TensorRT / GPU / versions",
+                      show_lines=False)
         for r in rows:
             size = "-" if r["bytes"] is None else _human(r["bytes"])
             status = "[green]up to date" if r["status"] == "up-to-date" else "[yellow]stale: " + "; ".join(r["why"])
             trt = f"{r.get('tensorrt')} / {r.get('gpu')} sm{r.get('compute_capability')}" if r.get("tensorrt") else ""
+            if r.get("versions") is not None:
+                trt = (f"versions {', '.join(map(str, r['versions'])) or 'none'}; serves "
+                       f"{', '.join(map(str, r['serves'])) or 'none'}" + (" (pinned)" if r.get("pinned") else ""))
             took = f"{r['build_seconds']:.1f} s" if r.get("build_seconds") is not None else \
                 ("restored" if r.get("restored") else "")
             table.add_row(r["task"], r["artifact"], size, took, status, r["verification"] or "", trt)
@@ -117,7 +133,10 @@ class Graph(DoitCmdBase):
             if ":" not in t.name:
                 continue
             spec = spec_of(t)
-            if spec is None:
+            if spec is None and t.name.startswith("publish:"):  # a publication: coloured like a step
+                color = "#b7e4b9" if self.dep_manager.get_status(t, by_name).status == "up-to-date" else "#ffcc80"
+                label = f"{t.name}\\n{Path(t.targets[0]).parent}/"
+            elif spec is None:
                 color, label = "#dddddd", t.name
             else:
                 color = "#b7e4b9" if self.dep_manager.get_status(t, by_name).status == "up-to-date" else "#ffcc80"

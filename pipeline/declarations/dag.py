@@ -35,7 +35,9 @@ DOCS = {
     "encoder_info": "encoder.json beside each encoder's config.pbtxt: logit_scale, preprocessing, tokenizer.",
     "dali_pipeline": "DALI preprocessing of the Track D/E ensembles: serialized GPU pipeline, its CPU twin checked.",
     "boxes_onnx": "The ensembles' last step: End2End boxes back to the original image's pixels (a small ONNX).",
-    "publish": f"TensorRT folders with several GPU targets: published into {L.MODELS}/ once every target's plan is built.",
+    "publish": f"Every Triton folder, published from {L.STAGED}/ into {L.MODELS}/ as a new numbered version when its "
+               "bytes changed (folders with several GPU targets once every target's plan is built).",
+    "probe": "The request `doit deploy` sends each newly loaded version, with the answer the build expects.",
     "assemble": "The whole repository, every GPU target: built here or restored from the artifact cache; fails "
                 "naming each missing (folder, GPU target) pair. For the job after a CI matrix of GPU hosts.",
 }
@@ -106,7 +108,7 @@ class Dag:
         from ..engine.assemble import check_published
 
         expected = [(L.published_path(m, fmt.name), folder.staged_targets(m)) for fmt, folder, m in self.folders
-                    if isinstance(folder, TritonFolder) and L.staged(m, fmt.name)]
+                    if isinstance(folder, TritonFolder) and L.per_target(m, fmt.name)]
         manifest = self.models[0]["manifest"] if self.models else None
         return {"actions": [(check_published, [expected, manifest])],
                 "task_dep": list(dict.fromkeys(f.group for f in FORMATS_IN_ORDER)), "uptodate": [False],

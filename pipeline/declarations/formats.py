@@ -117,14 +117,14 @@ def defaults(kind: str) -> list[str]:
 
 
 def folders(m: dict, formats: list[str]) -> dict[str, dict]:
-    """A record's Triton folders: {format: {"name", "staged", "plans"}} (staged: one plan per GPU target,
-    published only complete)."""
+    """A record's Triton folders: {format: {"name", "per_target", "plans"}} (per_target: one plan per GPU
+    target, published only complete)."""
     out = {}
     for name in formats:
         f = FORMATS[name]
         plans = f.plans(m["kind"])
         out[name] = {"name": m["name"] + f.suffix[m["kind"]], "plans": plans,
-                     "staged": plans and bool(m["settings"].get("gpu_targets"))}
+                     "per_target": plans and bool(m["settings"].get("gpu_targets"))}
     return out
 
 

@@ -8,9 +8,9 @@ declarations/formats.py); this module turns names into paths. The engine keeps i
 """
 from __future__ import annotations
 
-MODELS = "models"                # the Triton model repository (output)
+MODELS = "models"                # the Triton model repository (output): published versions only
 WORK = "pytorch_models"          # weights and intermediates
-STAGED = f"{WORK}/staged"        # TensorRT folders with several GPU targets, until every plan is there
+STAGED = f"{WORK}/staged"        # every Triton folder is built here; engine/publish.py publishes it as a version
 MANIFEST_CACHE = ".pipeline/manifests"   # validated manifests, by content (manifest_cache.py)
 TRACKS = ".pipeline/tracks"              # doit compare-tracks: tracks.json, tracks.png
 
@@ -20,18 +20,29 @@ def folder(model: dict, fmt: str) -> str:
     return model["folders"][fmt]["name"]
 
 
-def staged(model: dict, fmt: str) -> bool:
-    """A folder with one plan per GPU target: assembled in staging, published when complete (publish.py)."""
-    return model["folders"][fmt]["staged"]
+def per_target(model: dict, fmt: str) -> bool:
+    """A folder with one plan per GPU target (manifest gpu_targets): published only once every plan is there."""
+    return model["folders"][fmt]["per_target"]
 
 
 def folder_path(model: dict, fmt: str) -> str:
-    """Where a folder's files are written: models/<folder>, or its staging folder until it is complete."""
-    return f"{STAGED}/{folder(model, fmt)}" if staged(model, fmt) else published_path(model, fmt)
+    """Where a folder's files are built: its staging folder, with one version folder `1/`."""
+    return f"{STAGED}/{folder(model, fmt)}"
 
 
 def published_path(model: dict, fmt: str) -> str:
+    """Where Triton reads it: models/<folder>/, with numbered versions (engine/publish.py)."""
     return f"{MODELS}/{folder(model, fmt)}"
+
+
+def published(staged_folder: str) -> str:
+    """The published folder of a staging folder."""
+    return f"{MODELS}/{staged_folder[len(STAGED) + 1:]}"
+
+
+def probe(staged_folder: str) -> str:
+    """A version's probe: a request and the answer the build expects (`doit deploy` sends it)."""
+    return f"{staged_folder}/1/probe.npz"
 
 
 def verification_record(artifact: str) -> str:

@@ -42,6 +42,10 @@ class StepContext:
         module, attr = self._uses[name].split(":")
         return getattr(importlib.import_module(module), attr)
 
+    def has_input(self, name: str) -> bool:
+        """A declared input that this model has (an input path function may say None: not for this model)."""
+        return name in self._inputs
+
     def input(self, name: str) -> Path:
         if name not in self._inputs:
             raise self._undeclared("input", name, self._inputs)

@@ -15,6 +15,8 @@ ARTIFACT_CACHE = f"{STATE}/artifact-cache"      # the default artifact cache (ca
 BUILD_LOCK = f"{STATE}/build.lock"              # one building doit per project (lock.py)
 RUNS = f"{STATE}/runs"                          # this run's build times (timings.py)
 NOOP_SNAPSHOTS = f"{STATE}/noop"                # a no-op call's file stats, replayed by the next (noop.py)
+HAND_EDITS = f"{STATE}/hand-edits"              # hand-edited published files `doit clean` moved aside (publish.py)
+MANIFEST_BACKUPS = f"{STATE}/manifest-backups"  # a manifest as it was before `doit adopt-config` wrote it
 
 
 def state_dir(name: str) -> str:

@@ -182,11 +182,6 @@ def run_step(spec: dict):
             if final not in ctx.kept:
                 Path(final).unlink(missing_ok=True)  # stale now: complete or absent
             prune_empty_dirs(final.parent)
-        for folder in map(Path, spec.get("withdraws", [])):  # served copies of what just went stale
-            if folder.is_dir():
-                print(f"   {spec['task']}: {folder} withdrawn: it served the previous {outputs[0].name}")
-                shutil.rmtree(folder)
-                prune_empty_dirs(folder.parent)
         if isinstance(exc, UserError):
             exc.file = exc.file or spec["manifest"]
             return TaskFailed(exc.paragraph)

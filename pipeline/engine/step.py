@@ -54,8 +54,6 @@ class Step:
                 fails with one paragraph
     buildable   "module:function" (params -> None, or why this host cannot build it): asked only after
                 the recorded outputs and the cache had nothing; the step is then left missing, not failed
-    withdraws   model -> folders that must not be served once this step failed (a published folder
-                whose staged plan is now stale)
     (A plain class, not a dataclass: dodo.py loads on every doit call and must stay cheap.)
     """
 
@@ -63,11 +61,11 @@ class Step:
                  inputs: dict[str, PathFn] | None = None, params=lambda m: {}, record=lambda m: None,
                  applies=lambda m: True, subname=lambda m: m["name"], isolate: bool = False, after=lambda m: [],
                  downloads: tuple[str, ...] = (), variants=None, tools=None, buildable: str | None = None,
-                 withdraws=lambda m: [], uses=lambda m: {}, requires=lambda m: []):
+                 uses=lambda m: {}, requires=lambda m: []):
         self.basename, self.doc, self.builder, self.outputs = basename, doc, builder, outputs
         self.inputs, self.params, self.record = inputs or {}, params, record
         self.applies, self.subname, self.isolate, self.after, self.downloads = applies, subname, isolate, after, downloads
-        self.variants, self.pinned_tools, self.buildable, self.withdraws = variants, tools, buildable, withdraws
+        self.variants, self.pinned_tools, self.buildable = variants, tools, buildable
         self.uses, self.requires = uses, requires
 
     def instances(self, model: Model) -> list[Model]:
@@ -103,7 +101,7 @@ class Step:
                 "code": code, "isolate": self.isolate, "downloads": [outputs[k] for k in self.downloads],
                 "key": model.get("key", ""), "manifest": model.get("manifest"),
                 "untrained": bool(model.get("untrained")), "buildable": self.buildable,
-                "withdraws": self.withdraws(model), "uses": used, "missing": self.requires(model)}
+                "uses": used, "missing": self.requires(model)}
 
     def task(self, model: Model) -> dict:
         from .runner import RemoveFiles, run_step

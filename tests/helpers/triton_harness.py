@@ -8,7 +8,7 @@
   End2End graphs run their EfficientNMS_TRT node through the project's NumPy reference
   (pipeline/tooling/efficient_nms.py); `dali` — the served `model.dali` must be the pipeline definition
   byte for byte, and its CPU twin runs (the GPU pipeline needs a GPU).
-* Loopback only, free ports, explicit model control, strict config validation
+* Loopback only, free ports, explicit model control (or poll/none, for the deploy tests), strict config validation
   (`--disable-auto-complete-config`), stopped by PID whatever happens.
 """
 from __future__ import annotations
@@ -53,8 +53,10 @@ def free_port() -> int:
 
 
 class TritonServer:
-    def __init__(self, repository: Path, workdir: Path):
-        self.repository, self.workdir = repository, workdir
+    def __init__(self, repository: Path, workdir: Path, mode: str = "explicit", poll_seconds: int = 1):
+        """mode: Triton's --model-control-mode (explicit, poll or none); poll_seconds: its
+        --repository-poll-secs in poll mode."""
+        self.repository, self.workdir, self.mode, self.poll_seconds = repository, workdir, mode, poll_seconds
         self.proc: subprocess.Popen | None = None
         self.log = workdir / "tritonserver.log"
 
@@ -70,16 +72,16 @@ class TritonServer:
             if (backend / "model.py").is_file():
                 (server / "backends" / backend.name).mkdir()
                 shutil.copy(backend / "model.py", server / "backends" / backend.name / "model.py")
-        self.http, grpc, metrics = free_port(), free_port(), free_port()
+        self.http, self.grpc, metrics = free_port(), free_port(), free_port()
         env = {**os.environ,
                "LD_LIBRARY_PATH": f"{site / 'nvidia_pytriton.libs'}:{sysconfig.get_config_var('LIBDIR')}",
                "PATH": f"{py.parent}:{os.environ['PATH']}", "PIPELINE_ROOT": str(REPO)}
         cmd = [str(server / "bin" / "tritonserver"), "--model-repository", str(self.repository),
                "--backend-directory", str(server / "backends"), "--http-address", "127.0.0.1",
-               "--http-port", str(self.http), "--grpc-address", "127.0.0.1", "--grpc-port", str(grpc),
+               "--http-port", str(self.http), "--grpc-address", "127.0.0.1", "--grpc-port", str(self.grpc),
                "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics), "--allow-gpu-metrics=false",
-               "--exit-timeout-secs", "5", "--model-control-mode", "explicit", "--disable-auto-complete-config",
-               "--log-verbose", "0"]
+               "--exit-timeout-secs", "5", "--model-control-mode", self.mode, "--disable-auto-complete-config",
+               "--log-verbose", "0"] + (["--repository-poll-secs", str(self.poll_seconds)] if self.mode == "poll" else [])
         self.proc = subprocess.Popen(cmd, stdout=open(self.log, "w"), stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
         deadline = time.time() + 60

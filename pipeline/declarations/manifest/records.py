@@ -3,7 +3,7 @@ folders named, every cross-entry rule checked. Imported only when a manifest is 
 pydantic and yaml cost more than a no-op `doit` may spend.
 
 A record: key (where in the manifest), name, kind (detector / encoder / ensemble), family, settings, the
-folders it makes ({format: {name, staged, plans}}), and what its kind needs (checkpoint, weights, members).
+folders it makes ({format: {name, per_target, plans}}), and what its kind needs (checkpoint, weights, members).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ...tooling import dali_preprocess as dali_defaults
 from ...tooling import triton_releases, trt_support
 from .. import families, formats, layout
 from ..steps.ensembles import SearchEnsemble
+from . import config_overrides
 from .custom import parse_custom
 from .schema import ALLOWED, NAME_RE, BUILTINS, EncoderEntry, Manifest, SearchEntry, Settings
 from .wording import explain
@@ -182,6 +183,8 @@ def _check(rec: dict, file: str) -> None:
             raise UserError(f"topk {s['topk']} is more than TensorRT's ONNX parser takes for a TopK (K below "
                             f"{trt_support.TOPK_MAX}), and the NMS-free head is a TopK", file=file,
                             key=f"{rec['key']}.topk", fix=f"set topk below {trt_support.TOPK_MAX} for the TensorRT formats")
+    if s["config_overrides"]:
+        config_overrides.check(rec, file)
     if s.get("class_agnostic") and "onnx_end2end" in s["formats"] and rec.get("head") == ANCHORS:
         raise UserError("class_agnostic NMS cannot be served by the onnx_end2end format: onnxruntime's schema "
                         "of EfficientNMS_TRT has no class_agnostic attribute, so Triton's onnxruntime backend "
@@ -264,7 +267,9 @@ def _search_record(key: str, entry: SearchEntry, records: list[dict], file: str)
     s = det["settings"]
     settings = {k: s[k] for k in ("imgsz", "topk", "normalize_boxes", "opset", "precision", "dynamic_batching",
                                   "instance_group", "save_labels", "triton", "tensorrt", "dali")}
-    settings.update(formats=["search"], max_batch=min(s["max_batch"], enc["settings"]["max_batch"]), gpu_targets=None)
+    settings.update(formats=["search"], max_batch=min(s["max_batch"], enc["settings"]["max_batch"]), gpu_targets=None,
+                    versions=entry.versions.model_dump() if entry.versions else s["versions"],
+                    config_overrides=entry.config_overrides)
     rec = {"key": f"ensembles.{key}", "kind": "ensemble", "name": key, "backend": entry.backend,
            "detector": dict(det), "image_encoder": dict(enc), "untrained": det["untrained"] or enc["untrained"],
            "num_classes": det["num_classes"], "class_names": det["class_names"], "settings": settings, "manifest": file}

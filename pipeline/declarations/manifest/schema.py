@@ -78,9 +78,16 @@ ALLOWED = {
     "hw_decoder_load": "a number from 0 to 1: the share of JPEGs nvJPEG's hardware decoder takes (0: none; default "
                        f"{dali_defaults.HW_DECODER_LOAD})",
     "instances": f"a positive integer of DALI model instances per GPU (default {dali_defaults.INSTANCES} on GPU), or null",
+    "versions": "a mapping {serve: 'latest N' | 'all' | [version numbers], keep: N}",
+    "serve": "'latest 1' (the default: the newest version), 'latest N', 'all', or a list of version numbers "
+             "such as [3, 4]",
+    "keep": "how many published versions each Triton folder keeps, at least 1 (default 2: one to roll back to)",
+    "config_overrides": "a mapping folder role -> Triton ModelConfig fields as in config.pbtxt's JSON form, e.g. "
+                        "{onnx_end2end: {dynamic_batching: {max_queue_delay_microseconds: 100}}}; roles are the "
+                        "model's formats (and <format>_preprocess / _postprocess of an ensemble)",
 }
 PATTERN_WHAT = {"engine_cache_path": "an absolute path", "triton": "a Triton release (YY.MM)",
-                "tensorrt": "a TensorRT 10.x or 11.x version"}
+                "tensorrt": "a TensorRT 10.x or 11.x version", "serve": "a version policy"}
 
 
 def gpu_targets(value: Any) -> list[dict] | None:
@@ -154,6 +161,21 @@ class Dali(Strict):
     instances: Annotated[int, Field(gt=0)] | None = None
 
 
+class Versions(Strict):
+    """How many published versions each folder keeps and which ones Triton serves (`version_policy`)."""
+    serve: Annotated[str, StringConstraints(pattern=r"^(latest [1-9][0-9]*|all)$")] | list[Annotated[int, Field(gt=0)]] \
+        = "latest 1"
+    keep: Annotated[int, Field(ge=1)] = 2
+
+    @model_validator(mode="after")
+    def _enough_kept(self) -> "Versions":
+        if isinstance(self.serve, list) and not self.serve:
+            raise ValueError("serve lists no version")
+        if isinstance(self.serve, str) and self.serve.startswith("latest ") and int(self.serve.split()[1]) > self.keep:
+            raise ValueError(f"serve '{self.serve}' needs keep: {self.serve.split()[1]} or more (keep is {self.keep})")
+        return self
+
+
 class Serving(Strict):
     """What every served model sets, detector or encoder: TensorRT build, the Triton serving it, batching."""
     precision: Literal["fp16", "fp32"] = "fp16"
@@ -165,6 +187,8 @@ class Serving(Strict):
     triton: TritonRelease | None = None        # the Triton release serving the plans (tooling/triton_releases.py)
     tensorrt: TensorRTVersion | None = None    # its TensorRT, for a release the table does not list
     gpu_targets: Any = None                    # compute capabilities of the fleet: one plan each
+    versions: Versions = Versions()            # published versions kept and served (engine/publish.py)
+    config_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)  # role -> ModelConfig fields
 
     @field_validator("gpu_targets")
     @classmethod
@@ -247,6 +271,8 @@ class SearchEntry(Strict):
     detector: Name                                # a detector's Triton name (yolov11_small, a models key, ...)
     encoder: Name                                 # an `encoders` key
     backend: Literal["onnx", "trt"] = "onnx"     # the members: End2End ONNX + encoder ONNX, or the plans
+    versions: Versions | None = None              # None: the defaults block's
+    config_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class Manifest(Strict):

@@ -6,7 +6,7 @@ from pydantic import ValidationError
 
 from ...engine.errors import UserError
 from .schema import (ALLOWED, PATTERN_WHAT, Dali, DynamicBatching, EncoderEntry, InstanceGroup, Manifest, ModelEntry,
-                     OnnxTensorRT, SearchEntry, Settings)
+                     OnnxTensorRT, SearchEntry, Settings, Versions)
 
 
 def explain(error: ValidationError, file: str, prefix: str = "") -> UserError:
@@ -14,7 +14,7 @@ def explain(error: ValidationError, file: str, prefix: str = "") -> UserError:
     errs = error.errors()
     first = errs[0]
     loc = [str(p) for p in first["loc"]
-           if not str(p).startswith(("function-after", "literal", "int", "float", "[key]"))]
+           if not str(p).startswith(("function-after", "literal", "int", "float", "[key]", "constrained-str", "list["))]
     key = ".".join([prefix, *loc] if prefix else loc) or "(top level)"
     leaf = next((p for p in reversed(loc) if p in ALLOWED), None)
     msg = first["msg"].replace("Value error, ", "")
@@ -44,7 +44,7 @@ def allowed_keys(loc: list[str]) -> str:
     if len(loc) == 1:
         return ", ".join(Manifest.model_fields)
     blocks = {"dynamic_batching": DynamicBatching, "instance_group": InstanceGroup, "onnx_tensorrt": OnnxTensorRT,
-              "dali": Dali}
+              "dali": Dali, "versions": Versions}
     if len(loc) > (2 if loc[0] == "defaults" else 3) and loc[-2] in blocks:  # a settings block of any entry
         return ", ".join(blocks[loc[-2]].model_fields)
     if loc[0] == "models":

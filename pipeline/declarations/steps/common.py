@@ -33,3 +33,10 @@ def plans(m: dict) -> bool:
 
 
 uses_family = families.uses
+
+
+def role_name(m: dict, role: str) -> str:
+    """A folder's name in `config_overrides`: its format (or `<format>_preprocess` / `_postprocess` of an
+    ensemble's own members); an encoder's, prefixed by its role (image_onnx, text_trt): one encoders entry makes
+    both encoders' folders."""
+    return f"{m['role']}_{role}" if m["kind"] == "encoder" else role

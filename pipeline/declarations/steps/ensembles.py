@@ -13,8 +13,9 @@ from .. import families
 from .. import layout as L
 from ..tools import DALI, needs
 from .common import settings
-from .folders import LABELS, task_names
+from .folders import LABELS
 from .graphs import end2end_graph
+from .publication import overrides, probe_step, publish_names, publish_tasks
 
 
 class Ensemble:
@@ -85,7 +86,8 @@ class Ensemble:
             builder="pipeline.builders.triton_config:write_dali_config", applies=applies,
             subname=lambda m: f"{folder(m)}_preprocess", inputs={"pipeline_record": record},
             outputs={"config": lambda m: f"{L.preprocess_folder(m, fmt)}/config.pbtxt"},
-            params=lambda m: {"folder": f"{folder(m)}_preprocess", **self.pipeline_config_params(m)})
+            params=lambda m: {"folder": f"{folder(m)}_preprocess", **overrides(f"{fmt}_preprocess")(m),
+                              **self.pipeline_config_params(m)})
         self.boxes_config = Step(
             basename="config", doc=f"Write config.pbtxt of {{name}}'s box-mapping model ({fmt}; CPU instance)",
             builder="pipeline.builders.triton_config:write_config", applies=applies,
@@ -94,7 +96,7 @@ class Ensemble:
             # a few hundred multiply-adds per image: a CPU instance, no GPU copy of anything big
             params=lambda m: {"folder": f"{folder(m)}_postprocess", "platform": "onnxruntime_onnx",
                               "untrained": False, "tensorrt_accelerator": None, "cc_model_filenames": None,
-                              "instance_group": {"kind": "cpu", "count": 1},
+                              "instance_group": {"kind": "cpu", "count": 1}, **overrides(f"{fmt}_postprocess")(m),
                               **settings("max_batch", "dynamic_batching")(m)})
         self.ensemble = Step(
             basename="config", doc=f"Write config.pbtxt of the {fmt} ensemble of {{name}} (encoded images in, "
@@ -105,24 +107,30 @@ class Ensemble:
             outputs={"config": lambda m: f"{L.folder_path(m, fmt)}/config.pbtxt",
                      "marker": lambda m: L.ensemble_marker(m, fmt)},
             params=lambda m: {"folder": folder(m), "max_batch": m["settings"]["max_batch"], "untrained": m["untrained"],
-                              "members": self.members(m)})
+                              "members": self.members(m), **overrides(fmt)(m)})
         self.labels = Step(
             basename="labels", doc=f"Write labels.txt of the {fmt} ensemble of {{name}}",
             builder=LABELS.builder, applies=lambda m: applies(m) and m["settings"]["save_labels"], subname=folder,
             inputs={"checkpoint_record": lambda m: L.checkpoint_record(self.detector(m)[0])},
             outputs={"file": lambda m: f"{L.folder_path(m, fmt)}/labels.txt"})
+        self.probes = (probe_step(f"{fmt}_preprocess", lambda m: f"{folder(m)}_preprocess", applies),
+                       probe_step(f"{fmt}_postprocess", lambda m: f"{folder(m)}_postprocess", applies,
+                                  lambda m: L.boxes_onnx(m, fmt)),
+                       probe_step(fmt, folder, applies))
         return self
 
     @property
     def steps(self) -> tuple[Step, ...]:
-        return self.pipeline, self.boxes, self.pipeline_config, self.boxes_config, self.ensemble, self.labels
+        return (self.pipeline, self.boxes, self.pipeline_config, self.boxes_config, self.ensemble, self.labels,
+                *self.probes)
 
     def group_deps(self, m: dict) -> list[str]:
-        """What makes the ensemble servable: its own steps and its members' complete folders."""
-        return [t for s in self.steps for t in task_names(s, m)] + self.member_groups(m)
+        """What makes the ensemble servable: its three folders published, and its members' folders."""
+        return publish_names(self.steps, m) + self.member_groups(m)
 
     def tasks(self, m: dict) -> list[dict]:
-        return []
+        """Its three folders' publications."""
+        return publish_tasks(self.steps, m)
 
 
 class DetectionEnsemble(Ensemble):

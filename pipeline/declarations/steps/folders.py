@@ -1,6 +1,6 @@
 """A Triton folder: the step making its model file, config.pbtxt written from that model's real I/O, a
-sidecar file for clients (labels.txt, encoder.json) — and for plans, one plan per GPU target published
-only complete."""
+sidecar file for clients (labels.txt, encoder.json), the deploy probe — and for plans, one plan per GPU
+target, the folder published only complete."""
 from __future__ import annotations
 
 from ...engine.step import Step
@@ -8,6 +8,7 @@ from ...tooling.gpu_targets import where_to_build
 from .. import layout as L
 from .common import settings
 from .plans import gpu_targets, host_plan, target_plans
+from .publication import overrides, probe_step, publish_names, publish_tasks
 
 
 class Sidecar:
@@ -30,10 +31,11 @@ def task_names(step: Step, m: dict) -> list[str]:
 
 class TritonFolder:
     """model: the step(s) writing the folder's model file (one per head kind, say; a model has one of them),
-    or plans_from: the ONNX its TensorRT plans are compiled from (one plan for this host's GPU, or one per GPU target); io: the ONNX whose I/O the config
-    describes (for plans, their ONNX: a config-only change never touches a plan); accelerator: model ->
-    the TensorRT accelerator parameters an onnxruntime folder needs, or None. Bound to its format by
-    the format's declaration (formats.py), which makes its config and sidecar steps."""
+    or plans_from: the ONNX its TensorRT plans are compiled from (one plan for this host's GPU, or one per GPU
+    target); io: the ONNX whose I/O the config describes (for plans, their ONNX: a config-only change never
+    touches a plan); accelerator: model -> the TensorRT accelerator parameters an onnxruntime folder needs,
+    or None. Bound to its format by the format's declaration (formats.py), which makes its config, sidecar
+    and probe steps; everything is built in staging and published as a version (publication.py)."""
 
     subfolders: tuple[str, ...] = ()  # other Triton folders it makes (suffixes of its own name)
 
@@ -50,32 +52,28 @@ class TritonFolder:
         self.config = Step(
             basename="config", doc=f"Write config.pbtxt of the {fmt} folder of {{name}} (Triton ModelConfig)",
             builder="pipeline.builders.triton_config:write_config", applies=applies,
-            subname=lambda m: L.folder(m, fmt), inputs={"graph": self.io}, after=self._after_model,
+            subname=lambda m: L.folder(m, fmt), inputs={"graph": self.io},
             outputs={"config": lambda m: f"{L.folder_path(m, fmt)}/config.pbtxt"},
             params=lambda m: {"folder": L.folder(m, fmt), "platform": self.platform, "untrained": m["untrained"],
                               "tensorrt_accelerator": self.accelerator(m) if self.accelerator else None,
-                              "cc_model_filenames": self._cc_model_filenames(m),
+                              "cc_model_filenames": self._cc_model_filenames(m), **overrides(fmt)(m),
                               **settings("max_batch", "dynamic_batching", "instance_group")(m)})
         side = self.sidecar
         self.side = Step(
             basename=side.basename, doc=f"Write {side.filename} of the {fmt} folder of {{name}}",
             builder=side.builder, applies=lambda m: applies(m) and side.wanted(m),
-            subname=lambda m: L.folder(m, fmt), inputs=side.source, after=self._after_model,
+            subname=lambda m: L.folder(m, fmt), inputs=side.source,
             outputs={"file": lambda m: f"{L.folder_path(m, fmt)}/{side.filename}"}, params=side.params)
+        runs_here = self.plans_from is None  # an ONNX folder: its answer is computed here
+        self.probe = probe_step(fmt, lambda m: L.folder(m, fmt), applies, self.io if runs_here else (lambda m: None))
         return self
 
     @property
     def steps(self) -> tuple[Step, ...]:
-        return (*self.model_steps, self.config, self.side)
+        return (*self.model_steps, self.config, self.side, self.probe)
 
     def model_tasks(self, m: dict) -> list[str]:
         return [t for s in self.model_steps for t in task_names(s, m)]
-
-    def _after_model(self, m: dict) -> list[str]:
-        """config.pbtxt and the sidecar run after the model file's task (order only: a new plan does not
-        make them stale): no Triton folder without its model, even when the plan cannot be built. (A
-        staged folder is not served before publish.py finds every file there.)"""
-        return [] if L.staged(m, self.format) else self.model_tasks(m)
 
     def _cc_model_filenames(self, m: dict) -> dict[str, str] | None:
         return {t["cc"]: L.plan_filename(t["cc"]) for t in gpu_targets(m, self.format)} or None
@@ -85,31 +83,15 @@ class TritonFolder:
         return []
 
     def group_deps(self, m: dict) -> list[str]:
-        """What makes the folder complete: its publication, or its model, config and sidecar."""
-        if L.staged(m, self.format):
-            return [f"publish:{L.folder(m, self.format)}"]
-        return self.model_tasks(m) + task_names(self.config, m) + task_names(self.side, m)
+        """What makes the folder complete: its publication."""
+        return publish_names(self.steps, m)
 
     def tasks(self, m: dict) -> list[dict]:
-        """Tasks besides the steps': a staged folder's publication."""
-        return [self._publish_task(m)] if L.staged(m, self.format) else []
+        """Tasks besides the steps': the folder's publication."""
+        return publish_tasks(self.steps, m)
 
     def staged_targets(self, m: dict) -> list[dict]:
         """For `doit assemble`: each GPU target's staged plan and where to build it."""
         target = m["settings"]["triton_target"]
         return [{"plan": L.target_plan(m, self.format, t["cc"]), "cc": t["cc"], "where": where_to_build(t, target)}
                 for t in gpu_targets(m, self.format)]
-
-    def _publish_task(self, m: dict) -> dict:
-        """Publish a staged folder (several GPU targets) into models/ once complete."""
-        from ...engine import publish
-
-        fmt, staged = self.format, L.folder_path(m, self.format)
-        target = m["settings"]["triton_target"]
-        targets = {f"1/{L.plan_filename(t['cc'])}": {"cc": t["cc"], "where": where_to_build(t, target)}
-                   for t in gpu_targets(m, fmt)}
-        files = ["config.pbtxt"] + ([self.side.outputs["file"](m)[len(staged) + 1:]] if self.side.applies(m) else [])
-        files += [f for plan in targets for f in (plan, L.verification_record(plan))]
-        deps = task_names(self.config, m) + self.model_tasks(m) + task_names(self.side, m)
-        return publish.task(L.folder(m, fmt), staged, L.published_path(m, fmt), files, targets, deps,
-                            f"Publish {L.published_path(m, fmt)}/ once the plan of every GPU target is in {staged}/")
