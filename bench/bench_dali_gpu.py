@@ -142,7 +142,9 @@ def measure(pipes: list, batch: list, seconds: float, copy: bool) -> dict:
 
     def one(p, s):
         p.feed_input(D.INPUT, batch)
-        out = p.run(s.ptr)  # the outputs ready on this stream (run's first argument is positional-only)
+        # DALI 2.4 refuses run(stream) here ("asynchronous outputs require legacy execution model"); the legacy
+        # executor's run() returns once the outputs are ready
+        out = p.run()
         if copy:
             [o.as_cpu() for o in out if hasattr(o, "as_cpu")]  # to host memory (the letterbox is there already)
         s.sync()
