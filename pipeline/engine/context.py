@@ -42,6 +42,12 @@ class StepContext:
         module, attr = self._uses[name].split(":")
         return getattr(importlib.import_module(module), attr)
 
+    def inputs(self, name: str) -> list[Path]:
+        """A declared set of input files (its step's input function gave a list), in its order."""
+        found = sorted(((int(k[len(name) + 1:-1]), p) for k, p in self._inputs.items()
+                        if k.startswith(name + "[") and k.endswith("]")))
+        return [p for _, p in found]
+
     def has_input(self, name: str) -> bool:
         """A declared input that this model has (an input path function may say None: not for this model)."""
         return name in self._inputs

@@ -33,7 +33,8 @@ class Step:
     doc         shown by `doit list` (formatted with the model record)
     builder     "module:function", called with a StepContext
     outputs     {name: model -> path}; the first is the primary artifact
-    inputs      {name: model -> path or None (not an input for this model)}: their content makes it stale
+    inputs      {name: model -> path, a list of paths (the builder reads them with `ctx.inputs`), or None
+                (not an input for this model)}: their content makes it stale
     params      model -> {name: value}: the manifest values the builder may read, and nothing else
     record      model -> path of the verification record (or None)
     applies     model -> whether this model has this artifact
@@ -94,7 +95,13 @@ class Step:
         code, tools = self.derived(used)
         if self.pinned_tools:
             tools = {**tools, **self.pinned_tools(model)}
-        inputs = {k: p for k, fn in self.inputs.items() if (p := fn(model)) is not None}
+        inputs = {}
+        for k, fn in self.inputs.items():
+            p = fn(model)
+            if isinstance(p, (list, tuple)):  # a set of files (calibration images): one input each, in order
+                inputs.update({f"{k}[{i}]": x for i, x in enumerate(p)})
+            elif p is not None:
+                inputs[k] = p
         outputs = {k: fn(model) for k, fn in self.outputs.items()}
         return {"task": f"{self.basename}:{self.subname(model)}", "builder": self.builder, "inputs": inputs,
                 "outputs": outputs, "record": self.record(model), "params": self.params(model), "tools": tools,
