@@ -294,8 +294,11 @@ def dali_knobs(proj, folder, dali_site):
     sys.path.append(str(dali_site))
     from pipeline.tooling import dali_preprocess as D
 
-    d = json.loads(proj.path(f"models/{folder}/1/model.dali.verification.json").read_text())["verification"]["definition"]
-    assert proj.path(f"models/{folder}/1/model.dali").read_bytes() == D.pipeline(d, "gpu").serialize()
+    from pipeline.engine.publish import versions_of
+
+    served = f"models/{folder}/{versions_of(proj.path(f'models/{folder}'))[-1]}"  # the newest published version
+    d = json.loads(proj.path(f"{served}/model.dali.verification.json").read_text())["verification"]["definition"]
+    assert proj.path(f"{served}/model.dali").read_bytes() == D.pipeline(d, "gpu").serialize()
     cfg = text_format.Parse(proj.path(f"models/{folder}/config.pbtxt").read_text(), mc.ModelConfig())
     return (d["num_threads"], d["hw_decoder_load"], cfg.parameters["num_threads"].string_value,
             [(g.count, mc.ModelInstanceGroup.Kind.Name(g.kind)) for g in cfg.instance_group])
@@ -317,18 +320,20 @@ def test_the_dali_knobs_are_the_dali_models_recipe(built, tmp_path, dali_site):
     manifest.write_text(text.replace("defaults: {", "defaults: {dali: {num_threads: 3, hw_decoder_load: 1.0}, "))
     run = proj.doit("manifest=manifests/m.yaml", env=env)
     ensembles = ("det_dali_end2end", "nf_dali_end2end", "search")  # their config reads the DALI record's I/O
-    assert run.rc == 0 and run.executed == {f"dali_pipeline:{f}" for f in pres} | {f"config:{f}" for f in pres} | {
-        f"config:{e}" for e in ensembles}, run.text
+    # (each DALI folder's probe is made from its config, and a new version published; the ensembles' configs are
+    # the same bytes again: nothing of theirs is published)
+    assert run.rc == 0 and run.executed == {f"{step}:{f}" for step in ("dali_pipeline", "config", "probe", "publish")
+                                            for f in pres} | {f"config:{e}" for e in ensembles}, run.text
     for folder in pres:
         assert dali_knobs(proj, folder, dali_site) == (3, 1.0, "3", [(2, "KIND_GPU")]), folder
-        assert proj.path(f"models/{folder}/1/model.dali").read_bytes() != old[folder]
+        assert proj.path(f"models/{folder}/2/model.dali").read_bytes() != old[folder]  # a new version
     manifest.write_text(text.replace("defaults: {", "defaults: {dali: {num_threads: 3, hw_decoder_load: 1.0, "
                                                    "instances: 3}, "))
     run = proj.doit("manifest=manifests/m.yaml", env=env)
-    assert run.rc == 0 and run.executed == {f"config:{f}" for f in pres}, run.text
+    assert run.rc == 0 and run.executed == {f"{step}:{f}" for step in ("config", "probe", "publish") for f in pres}, run.text
     assert dali_knobs(proj, "det_dali_end2end_preprocess", dali_site) == (3, 1.0, "3", [(3, "KIND_GPU")])
     manifest.write_text(text.replace("defaults: {", "defaults: {instance_group: {kind: cpu, count: 4}, "))
-    run = proj.doit("manifest=manifests/m.yaml", "config:det_dali_end2end_preprocess", env=env)
+    run = proj.doit("manifest=manifests/m.yaml", "publish:det_dali_end2end_preprocess", env=env)
     assert run.rc == 0, run.text  # on CPU instances, the DALI model has the models' count
     assert dali_knobs(proj, "det_dali_end2end_preprocess", dali_site) == (8, 0.65, "8", [(4, "KIND_CPU")])
 
