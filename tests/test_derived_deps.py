@@ -68,6 +68,10 @@ models:
   fp32: {arch: yolo11n, precision: fp32, formats: [trt_end2end]}
   nofree: {arch: yolo26n, class_names: [a], nms_free: true, topk: 50, formats: [onnx_end2end, trt_end2end]}
   fleet: {arch: yolo11n, formats: [trt, trt_end2end], gpu_targets: ["9.0"], tensorrt: "10.16.1.11"}
+  q8: {arch: yolo11n, class_names: [a], precision: int8, calibration: {images: ../calibration, count: 32},
+       accept_accuracy_drop: true, formats: [trt, trt_end2end]}
+  q8free: {arch: yolo26n, class_names: [a], nms_free: true, topk: 50, precision: int8, accept_accuracy_drop: true,
+           calibration: {images: ../calibration, count: 32, method: max}, formats: [trt_end2end]}
 encoders:
   clip: {model: MobileCLIP2-S2, weights: untrained, image_max_batch: 2, text_max_batch: 2}
   clipfleet: {weights: untrained, gpu_targets: {"8.6": "NVIDIA A10"}, triton: "24.12"}
@@ -84,6 +88,7 @@ def records(tmp_path_factory):
     (d / "mine.pt").write_bytes(b"x")
     (d / "manifests").mkdir()
     (d / "manifests/m.yaml").write_text(SAMPLE)
+    calibration_images(d / "calibration")
     return resolve(d / "manifests/m.yaml", d)
 
 
@@ -272,8 +277,19 @@ class Built(Project):
         return {r["task"]: r["recipe"] for r in self.recipe_rows()}
 
 
+def calibration_images(folder: Path) -> None:
+    import cv2
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(32):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), rng.integers(0, 255, (96, 120, 3), dtype=np.uint8))
+
+
 def place_user_files(proj: Project, checkpoints) -> None:
     proj.write("manifests/m.yaml", MANIFEST)
+    calibration_images(proj.path("calibration"))
     shutil.copy(checkpoints["det"], proj.path("mine.pt"))
     shutil.copy(checkpoints["det"], proj.path("pytorch_models/yolo11n.pt"))  # a "download" already present
 

@@ -57,6 +57,8 @@ def artifact_rows(tasks, dep_manager) -> list[dict]:
                 saved = {}
             v = saved.get("verification", {}) if isinstance(saved, dict) else {}
             row["verification"] = ("passed" if v.get("passed") else "recorded") if v else None
+            if v.get("accuracy"):  # a quantized graph: its accuracy against FP32 (and FP16)
+                row["accuracy"] = v["accuracy"]
             if task.name.startswith("plan:"):
                 row.update(tensorrt=v.get("tensorrt"), gpu=v.get("gpu"), compute_capability=v.get("compute_capability"))
         if task.name.startswith("publish:"):  # a published folder: its versions, and those Triton serves
@@ -105,11 +107,24 @@ class Status(DoitCmdBase):
                        f"{', '.join(map(str, r['serves'])) or 'none'}" + (" (pinned)" if r.get("pinned") else ""))
             took = f"{r['build_seconds']:.1f} s" if r.get("build_seconds") is not None else \
                 ("restored" if r.get("restored") else "")
-            table.add_row(r["task"], r["artifact"], size, took, status, r["verification"] or "", trt)
+            verified = r["verification"] or ""
+            if r.get("accuracy"):
+                verified += " " + _accuracy(r["accuracy"])
+            table.add_row(r["task"], r["artifact"], size, took, status, verified, trt)
         Console(file=self.outstream, width=200).print(table)
         stale = sum(r["status"] != "up-to-date" for r in rows)
         self.outstream.write(f"{len(rows)} artifacts, {stale} stale\n")
         return 0
+
+
+def _accuracy(a: dict) -> str:
+    """One line: the quantized graph's score beside FP32's (and FP16's), the drop and its limit."""
+    if a.get("metric") == "cosine to FP32":
+        return f"(cosine to FP32 {a['mean_cosine']:.4f}, drop {a['drop']:.2f} % of {a['max_drop']})"
+    quantized = next(k for k in a if k in ("int8", "fp8"))
+    m = a["metric"]
+    return (f"({quantized} {m} {a[quantized][m]:.3f}, fp32 {a['fp32'][m]:.3f}, fp16 {a['fp16'][m]:.3f}; drop "
+            f"{a['drop']:.2f} {a['unit']} of {a['max_drop']}" + (", accepted" if a.get("accepted") else "") + ")")
 
 
 def _human(n: int) -> str:

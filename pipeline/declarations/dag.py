@@ -25,6 +25,9 @@ DOCS = {
                     "NumPy reference.",
     "fp16_onnx": f"FP16 raw ONNX in {L.WORK}/: what the TensorRT plan is compiled from.",
     "fp16_end2end_onnx": f"FP16 End2End ONNX in {L.WORK}/: what the TensorRT End2End plan is compiled from.",
+    "quantized_onnx": f"INT8 / FP8 Q/DQ raw ONNX in {L.WORK}/ (precision int8, fp8): calibrated, accuracy measured.",
+    "quantized_end2end_onnx": f"The End2End tail on the Q/DQ graph, in {L.WORK}/: what an INT8 End2End plan is "
+                              "compiled from.",
     "plan": "TensorRT plans (needs TensorRT 10.x/11.x and a GPU; built in a child process, one per GPU at a time).",
     "config": "config.pbtxt of each Triton folder, from the artifact's real inputs and outputs.",
     "labels": "labels.txt of each detection Triton folder (class names, one per line, by class id).",

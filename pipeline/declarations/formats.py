@@ -62,7 +62,8 @@ def _onnxruntime_tensorrt(m: dict) -> dict | None:
     if m["head"] != ANCHORS:
         return None
     s, o = m["settings"], m["settings"]["onnx_tensorrt"]
-    return {"precision_mode": (o["precision"] or s["precision"]).upper(),
+    precision = o["precision"] or (s["precision"] if s["precision"] in ("fp16", "fp32") else "fp16")  # int8 plans only
+    return {"precision_mode": precision.upper(),
             "max_workspace_size_bytes": str(int((o["workspace_gb"] or s["workspace_gb"]) * (1 << 30))),
             "trt_engine_cache_enable": "true",
             "trt_engine_cache_path": f"{o['engine_cache_path'].rstrip('/')}/{m['folders']['onnx_end2end']['name']}"}

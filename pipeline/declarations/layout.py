@@ -86,6 +86,15 @@ def fp16_end2end_onnx(model: dict) -> str:
     return f"{WORK}/{model['name']}_end2end.fp16.onnx"
 
 
+def quantized_onnx(model: dict) -> str:
+    """The INT8 (or FP8) Q/DQ raw graph: pytorch_models/<name>.int8.onnx."""
+    return f"{WORK}/{model['name']}.{model['settings']['precision']}.onnx"
+
+
+def quantized_end2end_onnx(model: dict) -> str:
+    return f"{WORK}/{model['name']}_end2end.{model['settings']['precision']}.onnx"
+
+
 def plan(model: dict, fmt: str) -> str:
     return f"{folder_path(model, fmt)}/1/model.plan"
 

@@ -159,6 +159,20 @@ def encoder_io(role: str, clip_model: str, info: dict):
     return TextEncoder, [tokens[:1], tokens]
 
 
+def image_inputs(bgr_images, info: dict):
+    """The image encoder's input for BGR pictures: open_clip's own eval transform of the pretrained tag (resize,
+    centre crop) without its normalisation, which the served graph does itself: [N, 3, S, S] in [0, 1], FP32."""
+    import numpy as np
+    import open_clip
+    from PIL import Image
+
+    pre = info["preprocessing"]
+    transform = open_clip.image_transform(tuple(pre["image_size"]), is_train=False, mean=(0.0, 0.0, 0.0),
+                                          std=(1.0, 1.0, 1.0), resize_mode=pre["resize_mode"],
+                                          interpolation=pre["interpolation"])
+    return np.stack([transform(Image.fromarray(img[..., ::-1].copy())).numpy() for img in bgr_images]).astype(np.float32)
+
+
 def similarity_check(got, want) -> dict:
     """Query x query cosine similarities from the ONNX embeddings: equal to PyTorch's, and sane."""
     import numpy as np
@@ -196,6 +210,7 @@ class MobileClip2(EncoderFamily):
     reparameterized = staticmethod(reparameterized)
     assert_reparameterized = staticmethod(assert_reparameterized)
     encoder_io = staticmethod(encoder_io)
+    image_inputs = staticmethod(image_inputs)
     similarity_check = staticmethod(similarity_check)
 
 

@@ -413,16 +413,56 @@ class UltralyticsDetector(DetectorFamily):
     def client_detections(self, raw, shapes, *, imgsz: int, conf: float, iou: float, max_det: int, head: dict):
         """What a client of the raw folder does with its output: NMS (Ultralytics'; for a one-to-one head only
         its score filter), then boxes scaled back to each original image (`shapes`: their HxWxC)."""
+        return [(boxes, classes) for boxes, _, classes in
+                self.detections(raw, shapes, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, head=head)]
+
+    def detections(self, raw, shapes, *, imgsz: int, conf: float, iou: float, max_det: int, head: dict):
+        """client_detections with the scores: [(boxes x1y1x2y2 in original pixels, scores, classes)]."""
         configure()
         import torch
         from ultralytics.utils import nms, ops
 
         out = []
-        kept = nms.non_max_suppression(torch.from_numpy(raw), conf, iou, max_det=max_det, end2end=head["kind"] == TOPK)
+        raw = torch.from_numpy(raw.astype("float32"))
+        kept = nms.non_max_suppression(raw, conf, iou, max_det=max_det, end2end=head["kind"] == TOPK)
         for shape, p in zip(shapes, kept):
             boxes = ops.scale_boxes((imgsz, imgsz), p[:, :4].clone(), shape)
-            out.append((boxes.numpy(), p[:, 5].numpy().astype(int)))
+            out.append((boxes.numpy(), p[:, 4].numpy(), p[:, 5].numpy().astype(int)))
         return out
+
+    def mean_ap(self, detections, labels, shapes) -> dict:
+        """mAP50 and mAP50-95 as Ultralytics' detection validator computes them (its matching, its
+        ap_per_class), from [(boxes, scores, classes)] and YOLO labels ([n, 5]: class, cx, cy, w, h normalised)."""
+        configure()
+        import types
+
+        import numpy as np
+        import torch
+        from ultralytics.engine.validator import BaseValidator
+        from ultralytics.utils.metrics import ap_per_class, box_iou
+
+        matcher = types.SimpleNamespace(iouv=torch.linspace(0.5, 0.95, 10))
+        tp, conf, pred_cls, target_cls = [], [], [], []
+        for (boxes, scores, classes), lab, (h, w, *_) in zip(detections, labels, shapes):
+            lab = np.asarray(lab, np.float32).reshape(-1, 5)
+            gt = np.stack([(lab[:, 1] - lab[:, 3] / 2) * w, (lab[:, 2] - lab[:, 4] / 2) * h,
+                           (lab[:, 1] + lab[:, 3] / 2) * w, (lab[:, 2] + lab[:, 4] / 2) * h], 1)
+            order = np.argsort(-scores)
+            boxes, scores, classes = boxes[order], scores[order], classes[order]
+            if len(classes) and len(gt):
+                iou = box_iou(torch.from_numpy(gt), torch.from_numpy(boxes.astype(np.float32)))
+                correct = BaseValidator.match_predictions(matcher, torch.from_numpy(classes),
+                                                          torch.from_numpy(lab[:, 0].astype(int)), iou).numpy()
+            else:
+                correct = np.zeros((len(classes), 10), bool)
+            tp.append(correct)
+            conf.append(scores)
+            pred_cls.append(classes)
+            target_cls.append(lab[:, 0].astype(int))
+        result = ap_per_class(np.concatenate(tp), np.concatenate(conf), np.concatenate(pred_cls),
+                              np.concatenate(target_cls))
+        ap = result[5]
+        return {"map50": float(ap[:, 0].mean()) if len(ap) else 0.0, "map50_95": float(ap.mean()) if len(ap) else 0.0}
 
 
 def _detect():

@@ -23,7 +23,7 @@ from .. import families, formats, layout
 from ..steps.ensembles import SearchEnsemble
 from . import config_overrides
 from .custom import parse_custom
-from .schema import ALLOWED, NAME_RE, BUILTINS, EncoderEntry, Manifest, SearchEntry, Settings
+from .schema import ALLOWED, CALIBRATION_MIN, NAME_RE, BUILTINS, EncoderEntry, Manifest, SearchEntry, Settings
 from .wording import explain
 
 
@@ -122,6 +122,7 @@ def resolve(path: Path, root: Path, custom: str | None = None, standalone_custom
     for rec in records:
         rec["manifest"] = file
         rec["folders"] = formats.folders(rec, rec["settings"]["formats"])
+        _data_folders(rec, path, root, file)
     records += [_search_record(key, entry, records, file) for key, entry in searches]
     _check_names(records, file)
     for rec in records:
@@ -157,6 +158,36 @@ def _checkpoint_family(pt: Path, given: str | None) -> dict:
     found = families.for_checkpoint(pt)
     return {"family": (found.name if found else next(iter(families.DETECTORS))),
             "checkpoint_stamp": [st.st_mtime_ns, st.st_size]}
+
+
+def _data_folders(rec: dict, path: Path, root: Path, file: str) -> None:
+    """A quantized graph's calibration and validation folders: relative to the manifest's folder, present."""
+    s = rec["settings"]
+    for block, keys in (("calibration", ("images",)), ("validation", ("images", "labels"))):
+        given = dict(s[block]) if s.get(block) else None  # a copy: an encoder's two records share their settings
+        s[block] = given
+        for k in keys if given else ():
+            if given.get(k) is None:
+                continue
+            folder = Path(os.path.expanduser(given[k]))
+            folder = folder if folder.is_absolute() else path.parent / folder
+            if not folder.is_dir():
+                raise UserError(f"the {block} folder '{given[k]}' does not exist ({folder})", file=file,
+                                key=f"{rec['key']}.{block}.{k}",
+                                fix=f"give a folder of {'YOLO-format label files' if k == 'labels' else 'images'}, "
+                                    "relative to the manifest's folder or absolute")
+            given[k] = _portable(folder, root)
+    if s["precision"] in ("int8", "fp8") and not s.get("calibration"):
+        raise UserError(f"precision {s['precision']} needs calibration images: the quantized graph's activation "
+                        "ranges are measured on them", file=file, key=f"{rec['key']}.precision",
+                        fix="add calibration: {images: FOLDER} (at least "
+                            f"{CALIBRATION_MIN} images like the ones served), or use precision fp16")
+    if s["precision"] == "fp8":
+        old = [t["cc"] for t in s.get("gpu_targets") or [] if tuple(map(int, t["cc"].split("."))) < (8, 9)]
+        if old:
+            raise UserError(f"precision fp8 runs on GPUs of compute capability 8.9 (Ada) or newer, but gpu_targets "
+                            f"lists {', '.join(old)}", file=file, key=f"{rec['key']}.gpu_targets",
+                            fix="remove those targets, or use precision int8 (every GPU TensorRT 10/11 builds for)")
 
 
 def _check(rec: dict, file: str) -> None:

@@ -34,7 +34,17 @@ TOPK_MAX = 4096  # EfficientNMS_TRT keeps at most 4096 candidates
 # A short "what is allowed" per key: it becomes the fix in error messages.
 ALLOWED = {
     "imgsz": f"a multiple of 32 between {IMGSZ_MIN} and {IMGSZ_MAX} (YOLO's standard is 640)",
-    "precision": "'fp16' (the default) or 'fp32'",
+    "precision": "'fp16' (the default), 'fp32', 'int8' or 'fp8' (both need a calibration block; fp8 GPUs of compute "
+                 "capability 8.9 or newer)",
+    "calibration": "a mapping {images: FOLDER, count: 512, method: entropy | max | percentile}",
+    "images": "a folder of images (JPEG, PNG, BMP, WebP), relative to the manifest's folder",
+    "method": "'entropy' (the default), 'max' or 'percentile'",
+    "validation": "a mapping {images: FOLDER, labels: FOLDER} (labels: YOLO-format .txt files, one per image; "
+                  "without them the quantized graph is measured by its agreement with the FP32 graph)",
+    "labels": "a folder of YOLO-format .txt label files named like the images",
+    "max_accuracy_drop": "a non-negative number: mAP50-95 points (default 1.0), or agreement percent without labels "
+                         "(default 2.0)",
+    "accept_accuracy_drop": "true or false (true: a larger drop than max_accuracy_drop is recorded, not a failure)",
     "iou": "a number in (0, 1], e.g. 0.7",
     "conf": "a number in [0, 1], e.g. 0.25",
     "topk": f"an integer from 1 to {TOPK_MAX} (EfficientNMS_TRT keeps at most {TOPK_MAX} candidates); default 300",
@@ -176,9 +186,25 @@ class Versions(Strict):
         return self
 
 
+from ...tooling.quantize import CALIBRATION_MIN  # noqa: E402
+
+
+class Calibration(Strict):
+    """The images a quantized graph's activation ranges are measured on (letterboxed as served)."""
+    images: Annotated[str, StringConstraints(min_length=1)]
+    count: Annotated[int, Field(ge=CALIBRATION_MIN)] = 512
+    method: Literal["entropy", "max", "percentile"] = "entropy"
+
+
+class Validation(Strict):
+    """A held set: FP32, FP16 and the quantized graph measured on it (mAP with labels, agreement without)."""
+    images: Annotated[str, StringConstraints(min_length=1)]
+    labels: Annotated[str, StringConstraints(min_length=1)] | None = None
+
+
 class Serving(Strict):
     """What every served model sets, detector or encoder: TensorRT build, the Triton serving it, batching."""
-    precision: Literal["fp16", "fp32"] = "fp16"
+    precision: Literal["fp16", "fp32", "int8", "fp8"] = "fp16"
     opset: Opset = 17
     workspace_gb: Annotated[float, Field(gt=0)] = 4.0
     allow_tf32: bool = False
@@ -188,6 +214,10 @@ class Serving(Strict):
     tensorrt: TensorRTVersion | None = None    # its TensorRT, for a release the table does not list
     gpu_targets: Any = None                    # compute capabilities of the fleet: one plan each
     versions: Versions = Versions()            # published versions kept and served (engine/publish.py)
+    calibration: Calibration | None = None     # precision int8 / fp8: the calibration images
+    validation: Validation | None = None       # a held set the quantized graph's accuracy is measured on
+    max_accuracy_drop: Annotated[float, Field(ge=0)] | None = None  # None: 1.0 mAP point, or 2 % agreement
+    accept_accuracy_drop: bool = False
     config_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)  # role -> ModelConfig fields
 
     @field_validator("gpu_targets")

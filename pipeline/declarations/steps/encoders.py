@@ -6,6 +6,7 @@ from ...engine.step import Step
 from ...tooling import trt_support
 from .. import layout as L
 from .common import encoder, uses_family, wants
+from .graphs import QUANTIZED, calibration_images, quantization_params, validation_images
 
 
 def _user_weights(m: dict) -> str | None:
@@ -34,12 +35,24 @@ ENCODER_ONNX = Step(
     outputs={"onnx": L.encoder_onnx}, record=lambda m: L.verification_record(L.encoder_onnx(m)),
     params=lambda m: {"opset": m["settings"]["opset"], "role": m["role"], **_weights_source(m)})
 
+def _quantized_image(m: dict) -> bool:
+    """INT8 / FP8 applies to the image encoder; the text encoder's graph stays FP16 (its activations are token
+    embeddings, not pictures to calibrate on)."""
+    return m["role"] == "image" and m["settings"]["precision"] in QUANTIZED
+
+
+def _quantization(m: dict) -> dict:
+    return quantization_params(m) if _quantized_image(m) else {}
+
+
 ENCODER_TRT_ONNX = Step(
     basename="encoder_trt_onnx", doc="The {role} encoder graph TensorRT compiles ({settings[precision]}; INT32 tokens)",
     builder="pipeline.builders.encoder_trt_onnx:trt_graph", applies=encoder(wants("trt")), uses=uses_family,
-    inputs={"onnx": L.encoder_onnx, "clip_record": L.clip_record}, outputs={"onnx": L.encoder_trt_onnx},
-    record=lambda m: L.verification_record(L.encoder_trt_onnx(m)),
-    params=lambda m: {"precision": m["settings"]["precision"], "role": m["role"],
+    inputs={"onnx": L.encoder_onnx, "clip_record": L.clip_record,
+            "calibration": lambda m: calibration_images(m) if _quantized_image(m) else None,
+            "validation": lambda m: validation_images(m) if _quantized_image(m) else None},
+    outputs={"onnx": L.encoder_trt_onnx}, record=lambda m: L.verification_record(L.encoder_trt_onnx(m)),
+    params=lambda m: {"precision": m["settings"]["precision"], "role": m["role"], **_quantization(m),
                       "tensorrt_check": trt_support.majors(m["settings"]["triton_target"])})
 
 PUBLISH_ENCODER = Step(

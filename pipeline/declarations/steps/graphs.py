@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from ...engine.step import Step
 from ...families.base import ANCHORS, TOPK
-from ...tooling import trt_support
+from ...tooling import quantize, trt_support
 from .. import layout as L
 from .common import detector, plans, settings, uses_family, wants
+
+QUANTIZED = quantize.QUANTIZED
+
 
 def head(m: dict) -> dict:
     """The head the raw graph serves (the builder's `head` parameter): the one-to-many branch, or the
@@ -49,10 +52,17 @@ def wants_fp16(m: dict) -> bool:
     return m["settings"]["precision"] == "fp16" and plans(m)
 
 
+def wants_quantized(m: dict) -> bool:
+    """INT8 / FP8 Q/DQ graphs exist for the TensorRT formats when the model's precision is int8 or fp8."""
+    return m["settings"]["precision"] in QUANTIZED and plans(m)
+
+
 def trt_source(m: dict, end2end: bool) -> str:
     """The ONNX a plan is compiled from: its precision is the engine's (strongly typed networks)."""
     if m["settings"]["precision"] == "fp16":
         return L.fp16_end2end_onnx(m) if end2end else L.fp16_onnx(m)
+    if m["settings"]["precision"] in QUANTIZED:
+        return L.quantized_end2end_onnx(m) if end2end else L.quantized_onnx(m)
     return L.end2end_onnx(m) if end2end else L.raw_onnx(m)
 
 
@@ -94,4 +104,46 @@ FP16_END2END_ONNX = tuple(_end2end("fp16_end2end_onnx", h, L.fp16_onnx, L.fp16_e
                                    "The End2End tail on {name}'s FP16 ONNX (FP32 tail and outputs), for TensorRT")
                           for h in END2END_TAILS)
 
-STEPS = (EXPORT_ONNX, *END2END_ONNX, FP16_ONNX, *FP16_END2END_ONNX)
+def calibration_images(m: dict) -> list[str]:
+    """A quantized graph's calibration images: the first `count` of its folder, by name (their content is
+    the step's input: other images, or the same images changed, rebuild it)."""
+    cal = m["settings"]["calibration"]
+    return quantize.image_files(cal["images"], cal["count"]) if cal else []
+
+
+def validation_images(m: dict) -> list[str]:
+    held = m["settings"]["validation"]
+    return quantize.image_files(held["images"]) if held else []
+
+
+def validation_labels(m: dict) -> list[str]:
+    held = m["settings"]["validation"]
+    return quantize.label_files(held.get("labels"), validation_images(m)) if held else []
+
+
+def quantization_params(m: dict) -> dict:
+    s = m["settings"]
+    cal = s["calibration"]
+    return {"precision": s["precision"], "validation": s["validation"],
+            "calibration": {"images": cal["images"], "count": cal["count"], "method": cal["method"],
+                            "minimum": quantize.CALIBRATION_MIN},
+            "max_accuracy_drop": s["max_accuracy_drop"], "accept_accuracy_drop": s["accept_accuracy_drop"]}
+
+
+QUANTIZED_ONNX = Step(
+    basename="quantized_onnx", doc="{settings[precision]} Q/DQ copy of {name}'s raw ONNX for TensorRT, calibrated on "
+                                   "its images, its accuracy measured against FP32 and FP16",
+    builder="pipeline.builders.quantized_onnx:build", applies=detector(wants_quantized), uses=uses_family,
+    inputs={"onnx": L.raw_onnx, "checkpoint_record": L.checkpoint_record, "calibration": calibration_images,
+            "validation": validation_images, "labels": validation_labels},
+    outputs={"onnx": L.quantized_onnx}, record=lambda m: L.verification_record(L.quantized_onnx(m)),
+    params=lambda m: {**settings("imgsz", "conf")(m), "head": head(m), **quantization_params(m),
+                      "tensorrt_check": tensorrt_check(lambda m: True)(m)})
+
+QUANTIZED_END2END_ONNX = tuple(_end2end("quantized_end2end_onnx", h, L.quantized_onnx, L.quantized_end2end_onnx,
+                                        lambda m: wants_quantized(m) and wants("trt_end2end")(m), lambda m: True,
+                                        "The End2End tail on {name}'s quantized ONNX (FP32 tail and outputs), for "
+                                        "TensorRT")
+                               for h in END2END_TAILS)
+
+STEPS = (EXPORT_ONNX, *END2END_ONNX, FP16_ONNX, *FP16_END2END_ONNX, QUANTIZED_ONNX, *QUANTIZED_END2END_ONNX)
