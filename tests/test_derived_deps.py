@@ -68,7 +68,7 @@ models:
   fp32: {arch: yolo11n, precision: fp32, formats: [trt_end2end]}
   nofree: {arch: yolo26n, class_names: [a], nms_free: true, topk: 50, formats: [onnx_end2end, trt_end2end]}
   fleet: {arch: yolo11n, formats: [trt, trt_end2end], gpu_targets: ["9.0"], tensorrt: "10.16.1.11"}
-  q8: {arch: yolo11n, class_names: [a], precision: int8, calibration: {images: ../calibration, count: 32},
+  q8: {arch: yolo11n, class_names: [a], precision: int8, calibration: {images: ../calibration, count: 32, method: max},
        accept_accuracy_drop: true, formats: [trt, trt_end2end]}
   q8free: {arch: yolo26n, class_names: [a], nms_free: true, topk: 50, precision: int8, accept_accuracy_drop: true,
            calibration: {images: ../calibration, count: 32, method: max}, formats: [trt_end2end]}
