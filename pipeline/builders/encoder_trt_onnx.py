@@ -92,18 +92,17 @@ def _quantized(ctx: StepContext, family, source, precision: str) -> dict:
     drop = 100.0 * (1.0 - float(cos.mean()))
     limit = ctx.param("max_accuracy_drop")
     limit = QUANTIZED_DROP if limit is None else limit
-    accuracy = {"measured_on": f"validation folder {held['images']}" if held else
-                "the calibration images (no validation set: not held out)", "images": len(x),
-                "metric": "cosine to FP32", "mean_cosine": round(float(cos.mean()), 5),
-                "min_cosine": round(float(cos.min()), 5), "drop": round(drop, 3), "max_drop": limit, "unit": "percent",
-                "accepted": bool(ctx.param("accept_accuracy_drop")) and drop > limit}
-    if drop > limit and not ctx.param("accept_accuracy_drop"):
-        raise UserError(f"the {precision.upper()} image encoder's embeddings drift from FP32: mean cosine "
-                        f"{cos.mean():.5f} (min {cos.min():.5f}) on {accuracy['measured_on']}, a drop of {drop:.2f} % "
-                        f"where at most {limit} % is allowed", key=f"{key}.max_accuracy_drop",
-                        fix="calibrate on more images like the ones searched, try another calibration.method, raise "
-                            "max_accuracy_drop, set accept_accuracy_drop: true, or use precision fp16")
-    return {"passed": drop <= limit, "precision": precision,
+    measured_on = f"validation folder {held['images']}" if held else "the calibration images (no validation set: not held out)"
+    passed, accuracy = quantize.judge(
+        {"measured_on": measured_on, "images": len(x), "metric": "cosine to FP32",
+         "mean_cosine": round(float(cos.mean()), 5), "min_cosine": round(float(cos.min()), 5), "unit": "percent"},
+        drop=drop, limit=limit, accept=bool(ctx.param("accept_accuracy_drop")),
+        failure=f"the {precision.upper()} image encoder's embeddings drift from FP32: mean cosine {cos.mean():.5f} "
+                f"(min {cos.min():.5f}) on {measured_on}, a drop of {drop:.2f} %",
+        key=f"{key}.max_accuracy_drop",
+        fix="calibrate on more images like the ones searched, try another calibration.method, raise "
+            "max_accuracy_drop, set accept_accuracy_drop: true, or use precision fp16")
+    return {"passed": passed, "precision": precision,
             "calibration": {"images": len(images), "method": cal["method"],
                                                     "preprocessing": "open_clip's eval transform, as served"},
             **made, "accuracy": accuracy, "tensorrt_support": support,

@@ -88,21 +88,19 @@ def build(ctx: StepContext) -> dict:
         drop = 100.0 * (scores["fp32"][metric] - scores[precision][metric])
     limit = ctx.param("max_accuracy_drop")
     limit = DEFAULT_DROP[metric] if limit is None else limit
-    accuracy = {"measured_on": measured_on, "images": len(images), "metric": metric,
-                **{name: {k: round(v, 4) for k, v in s.items()} for name, s in scores.items()},
-                "drop": round(drop, 3), "max_drop": limit, "unit": "mAP points" if metric == "map50_95" else "percent",
-                "accepted": bool(ctx.param("accept_accuracy_drop")) and (drop > limit or unmeasurable),
-                **({"unmeasured": "the FP32 graph detected nothing at conf to agree with"} if unmeasurable else {})}
-    if drop > limit and not ctx.param("accept_accuracy_drop"):
-        what = "mAP50-95" if metric == "map50_95" else "agreement with the FP32 graph"
-        raise UserError(f"the {precision.upper()} graph loses {drop:.2f} {accuracy['unit']} of {what} on {measured_on} "
-                        f"(FP32 {scores['fp32'][metric]:.4f}, FP16 {scores['fp16'][metric]:.4f}, "
-                        f"{precision.upper()} {scores[precision][metric]:.4f}); at most {limit} is allowed",
-                        key=f"{key}.max_accuracy_drop",
-                        fix="calibrate on more images like the ones served (calibration.count), try another "
-                            "calibration.method, raise max_accuracy_drop, set accept_accuracy_drop: true, or use "
-                            "precision fp16")
-    return {"passed": drop <= limit and not unmeasurable, "precision": precision,
+    unit, what = ("mAP points", "mAP50-95") if metric == "map50_95" else ("percent", "agreement with the FP32 graph")
+    passed, accuracy = quantize.judge(
+        {"measured_on": measured_on, "images": len(images), "metric": metric,
+         **{name: {k: round(v, 4) for k, v in s.items()} for name, s in scores.items()}, "unit": unit},
+        drop=drop, limit=limit, accept=bool(ctx.param("accept_accuracy_drop")),
+        unmeasured="the FP32 graph detected nothing at conf to agree with" if unmeasurable else None,
+        failure=f"the {precision.upper()} graph loses {drop:.2f} {unit} of {what} on {measured_on} "
+                f"(FP32 {scores['fp32'][metric]:.4f}, FP16 {scores['fp16'][metric]:.4f}, "
+                f"{precision.upper()} {scores[precision][metric]:.4f})",
+        key=f"{key}.max_accuracy_drop",
+        fix="calibrate on more images like the ones served (calibration.count), try another calibration.method, "
+            "raise max_accuracy_drop, set accept_accuracy_drop: true, or use precision fp16")
+    return {"passed": passed, "precision": precision,
             "calibration": {"images": len(calibration), "method": cal["method"],
                                                     "letterbox": f"{imgsz}x{imgsz}, as served"},
             **made, "accuracy": accuracy, "tensorrt_support": support,

@@ -131,3 +131,16 @@ def quantize(source: Path, out: Path, batches: list[dict], *, precision: str, me
         raise RuntimeError(f"{source}: onnxruntime's quantizer inserted no QuantizeLinear node")
     return {"quantize_linear_nodes": quantized, "kept_fp32_nodes": len(exclude),
             "calibration_method": calibrate.name, "type": kind.name, "opset": graph.opset_import[0].version}
+
+
+def judge(accuracy: dict, *, drop: float, limit: float, accept: bool, failure: str, key: str, fix: str,
+          unmeasured: str | None = None) -> tuple[bool, dict]:
+    """The one rule for every quantized graph: a drop beyond `limit` (in `accuracy["unit"]`) fails the step with a
+    paragraph (`failure` says what was lost, on what) unless `accept`; so does an unmeasurable accuracy. Returns
+    (passed, the accuracy record with drop, max_drop and whether a failure was accepted)."""
+    accuracy = {**accuracy, "drop": round(drop, 3), "max_drop": limit,
+                "accepted": accept and (drop > limit or unmeasured is not None),
+                **({"unmeasured": unmeasured} if unmeasured else {})}
+    if drop > limit and not accept:
+        raise UserError(f"{failure}; at most {limit} {accuracy['unit']} is allowed", key=key, fix=fix)
+    return drop <= limit and unmeasured is None, accuracy
