@@ -175,25 +175,64 @@ def run_shapes(pipe, hw, batch):
 @pytest.mark.parametrize("imgsz", [640, 256, 1280])
 def test_the_letterbox_sizes_are_pythons_for_every_shape(dali_site, imgsz):
     """The in-graph size arithmetic (few operators: they run per batch) against Ultralytics' LetterBox
-    arithmetic in Python, exactly, on 200,000 shapes: new size, resize and slice arguments, letterbox."""
+    arithmetic in Python, exactly, on 200,000 shapes: new size (the resize argument) and the letterbox record."""
     from pipeline.tooling import dali_preprocess as D
 
     batch = 10000
     hw = shape_grid()
-    size, start, info = run_shapes(shapes_pipeline(dali_site, lambda s: D.letterbox_args(s, imgsz), batch), hw, batch)
+    size, info = run_shapes(shapes_pipeline(dali_site, lambda s: D.letterbox_args(s, imgsz), batch), hw, batch)
     h, w = hw[:, 0], hw[:, 1]
     r = np.minimum(imgsz / h, imgsz / w)
     nw, nh = np.maximum(np.round(w * r), 1), np.maximum(np.round(h * r), 1)  # numpy rounds half to even, as Python
     left, top = np.round((imgsz - nw) / 2 - 0.1), np.round((imgsz - nh) / 2 - 0.1)
     assert np.array_equal(size, np.stack([nh, nw], 1).astype(np.float32))
-    assert np.array_equal(start, -np.stack([left, top], 1).astype(np.int32))
     assert np.array_equal(info, np.stack([nw / w, nh / h, left, top, w, h], 1).astype(np.float32))
     for k in np.random.default_rng(1).integers(0, len(hw), 300):  # and Python's own round, int() on a sample
         hh, ww = int(h[k]), int(w[k])
         rr = min(imgsz / hh, imgsz / ww)
         want_w, want_h = max(round(ww * rr), 1), max(round(hh * rr), 1)
-        assert list(size[k]) == [want_h, want_w] and list(start[k]) == [-round((imgsz - want_w) / 2 - 0.1),
-                                                                       -round((imgsz - want_h) / 2 - 0.1)]
+        assert list(size[k]) == [want_h, want_w]
+        assert list(info[k][2:4]) == [round((imgsz - want_w) / 2 - 0.1), round((imgsz - want_h) / 2 - 0.1)]
+
+
+@pytest.mark.parametrize("dtype", ["FP16", "FP32"])
+def test_the_padding_is_ultralytics_bit_for_bit_for_every_offset(dali_site, dtype):
+    """Padding and normalizing are one operator (a centred out-of-bounds crop): its output against the resized
+    image padded in numpy — 114 at Ultralytics' round(d/2 - 0.1) offsets — then x * (1/255) in FP32, exactly,
+    for every padding parity and width from 0 to S - 1 on both axes."""
+    sys.path.append(str(dali_site))
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import Pipeline
+
+    from pipeline.tooling import dali_preprocess as D
+
+    S, batch = 48, 256
+    pipe = Pipeline(batch_size=batch, num_threads=2, device_id=None, prefetch_queue_depth=1, exec_async=False,
+                    exec_pipelined=False)
+    with pipe:
+        x = fn.external_source(name="x", dtype=types.UINT8, ndim=3, layout="HWC")
+        shape = fn.cast(x.shape(), dtype=types.FLOAT64)
+        size, _ = D.letterbox_args(shape, S)
+        resized = fn.resize(x, size=size, antialias=False, interp_type=types.INTERP_LINEAR)
+        pipe.set_outputs(D.letterbox(shape, x, S, dtype)[0], resized)
+    pipe.build()
+    rng = np.random.default_rng(3)
+    shapes = [(S, w) for w in range(1, S + 1)] + [(h, S) for h in range(1, S)] + [
+        (int(a), int(b)) for a, b in rng.integers(1, 400, (300, 2))]
+    one = np.float32(1) / np.float32(255)
+    for i in range(0, len(shapes), batch):
+        chunk = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes[i:i + batch]]
+        n = len(chunk)
+        pipe.feed_input("x", chunk + chunk[:1] * (batch - n))
+        got, res = pipe.run()
+        for j in range(n):
+            r = np.array(res[j])
+            top, left = round((S - r.shape[0]) / 2 - 0.1), round((S - r.shape[1]) / 2 - 0.1)
+            want = np.full((S, S, 3), D.PAD_VALUE, np.uint8)
+            want[top:top + r.shape[0], left:left + r.shape[1]] = r
+            want = (want.astype(np.float32) * one).astype(np.float16 if dtype == "FP16" else np.float32)
+            assert np.array_equal(np.array(got[j]), want.transpose(2, 0, 1)), (shapes[i + j], r.shape)
 
 
 def test_the_encoder_crop_sizes_are_torchvisions_for_every_shape(dali_site):

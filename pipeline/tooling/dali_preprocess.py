@@ -6,10 +6,12 @@ exactly as Ultralytics' `LetterBox(auto=False)` does for prediction:
 * r = min(S/h, S/w) (upscaling allowed); new size (round(w r), round(h r)), at least 1 px, with Python's
   round (half to even), computed in float64 as Python does;
 * linear resize without antialiasing (`fn.resize`'s default antialiasing differs from OpenCV's linear);
-* centred padding of value 114: top = round(dh/2 - 0.1), left = round(dw/2 - 0.1) — `fn.slice` with a
-  negative start and out-of-bounds padding (`fn.pad` pads only at the end);
+* centred padding of value 114: top = round(dh/2 - 0.1), left = round(dw/2 - 0.1), i.e. floor(d/2);
 * RGB, CHW, /255, in the dtype its consumer declares (FP16 for FP16 plans: Triton refuses an ensemble
   whose connected tensors differ in dtype).
+The padding and the normalization are one GPU operator: `crop_mirror_normalize` cropping an S x S window
+centred on the resized image (out-of-bounds pixels padded), its start truncated: trunc((new - S) / 2) =
+-floor((S - new) / 2).
 A second output, `letterbox`, carries what maps boxes back to the original image, per image:
 (gain_x, gain_y, pad_x, pad_y, width, height) — the values Ultralytics' `scale_boxes` computes.
 With a MobileCLIP2 encoder beside the detector (Track E), the same decoded image also goes through the
@@ -52,10 +54,10 @@ def _round_half_even(x):
 # Every arithmetic operator below is one CPU operator run per batch, and each batch waits for them: at 480p the
 # served pipeline took 4 ms per batch of 64 more than decoding alone (issue 25), what the 61 operators of the
 # first version cost on a 2-core host. So the sizes are computed on [W, H] vectors, in the fewest operators
-# that give Python's float64 values exactly (20, tests/test_dali.py checks them on 200,000 shapes).
+# that give Python's float64 values exactly (18, tests/test_dali.py checks them on 200,000 shapes).
 def letterbox_args(shape, imgsz: int):
-    """What the letterbox needs, from image_shape(): (resize size [H, W] FP32, slice start [W, H] INT32,
-    letterbox [6] FP32 = gain_x, gain_y, pad_x, pad_y, width, height)."""
+    """What the letterbox needs, from image_shape(): (resize size [H, W] FP32, letterbox [6] FP32 = gain_x,
+    gain_y, pad_x, pad_y, width, height)."""
     import nvidia.dali.fn as fn
     import nvidia.dali.math as dmath
     import nvidia.dali.types as types
@@ -66,20 +68,22 @@ def letterbox_args(shape, imgsz: int):
     # round(d/2 - 0.1) for a whole d: d/2 is n or n + 0.5, and both give n = floor(d/2)
     pad = dmath.floor((imgsz - new) * 0.5)
     info = fn.cast(fn.cat(new / wh, pad, wh), dtype=types.FLOAT)
-    return fn.cast(new, dtype=types.FLOAT)[::-1], fn.cast(-pad, dtype=types.INT32), info
+    return fn.cast(new, dtype=types.FLOAT)[::-1], info
 
 
 def letterbox(shape, decoded, imgsz: int, dtype: str):
     """(images [3, S, S] in `dtype`, letterbox [6] FP32) from image_shape() and the decoded images."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
+    import numpy as np
 
-    size, start, info = letterbox_args(shape, imgsz)
+    size, info = letterbox_args(shape, imgsz)
     resized = fn.resize(decoded, size=size, antialias=False, interp_type=types.INTERP_LINEAR)
-    padded = fn.slice(resized, start=start, shape=[imgsz, imgsz], axis_names="WH", out_of_bounds_policy="pad",
-                      fill_values=PAD_VALUE)
-    images = fn.crop_mirror_normalize(padded, dtype=types.FLOAT16 if dtype == "FP16" else types.FLOAT,
-                                      output_layout="CHW", mean=0.0, std=255.0)
+    fill = float(np.float32(PAD_VALUE) * (np.float32(1) / np.float32(255)))  # 114 as normalized: bit for bit
+    images = fn.crop_mirror_normalize(resized, dtype=types.FLOAT16 if dtype == "FP16" else types.FLOAT,
+                                      output_layout="CHW", mean=0.0, std=255.0, crop=[imgsz, imgsz],
+                                      crop_pos_x=0.5, crop_pos_y=0.5, rounding="truncate",
+                                      out_of_bounds_policy="pad", fill_values=fill)
     return images, info
 
 
