@@ -44,8 +44,8 @@ def part_shape(d):
 
 def part_arithmetic(d):
     def body(e):
-        size, start, info = D.letterbox_args(D.image_shape(e), d["imgsz"])
-        return D.decode(e, d, B.DEVICE), size, start, info
+        size, info = D.letterbox_args(D.image_shape(e), d["imgsz"])
+        return D.decode(e, d, B.DEVICE), size, info
     return body
 
 
