@@ -14,7 +14,7 @@ What is measured, and why so:
 * 480p / 720p / 1080p / 4K, JPEG (q90, 4:2:0) and PNG, 8 synthetic photos each, cycled into batches;
 * the ceiling: nvJPEG decode alone (same decoder arguments, threads, instances), measured the same way;
 * correctness: the served pipeline on the GPU against its CPU twin (PNG within 1 grey level, JPEG within
-  nvJPEG's recorded tolerance, letterbox values identical), and against any `--extra` file.
+  nvJPEG's recorded tolerance, image sizes identical), and against any `--extra` file.
 Each figure runs in its own process with a timeout (a DALI pipeline waiting for input never returns).
 `--pick-hw 0.65,0.8,1.0` first sweeps hw_decoder_load at 480p/1080p JPEG and takes the fastest at 1080p
 for the table; `--extra NAME=FILE` adds another serialized pipeline (e.g. an older model.dali) as rows.
@@ -146,7 +146,7 @@ def measure(pipes: list, batch: list, seconds: float, copy: bool) -> dict:
         # executor's run() returns once the outputs are ready
         out = p.run()
         if copy:
-            [o.as_cpu() for o in out if hasattr(o, "as_cpu")]  # to host memory (the letterbox is there already)
+            [o.as_cpu() for o in out if hasattr(o, "as_cpu")]  # to host memory (image_size is there already)
         s.sync()
 
     for p, s in zip(pipes, streams):
@@ -224,11 +224,11 @@ def correctness(spec: dict) -> None:
         for k, n in enumerate(names):
             diff = np.abs(gpu[0][k] - cpu[0][k]) * 255
             rows[n] = {"mean_grey": round(float(diff.mean()), 4), "max_grey": round(float(diff.max()), 2),
-                       "letterbox_equal": bool(np.array_equal(gpu[1][k], cpu[1][k]))}
+                       "image_size_equal": bool(np.array_equal(gpu[1][k], cpu[1][k]))}
         png = [v for n, v in rows.items() if n.endswith("png")]
         jpg = [v for n, v in rows.items() if n.endswith("jpg")]
         summary = {"png_max_grey": max(v["max_grey"] for v in png), "jpg_mean_grey_worst": max(v["mean_grey"] for v in jpg),
-                   "jpg_max_grey": max(v["max_grey"] for v in jpg), "letterbox_equal": all(v["letterbox_equal"] for v in rows.values())}
+                   "jpg_max_grey": max(v["max_grey"] for v in jpg), "image_size_equal": all(v["image_size_equal"] for v in rows.values())}
         extras, outs = {}, {"served": gpu}
         for label, path in (spec["extras"].items() if dtype == DTYPE else ()):  # the extra files are FP16 ones
             outs[label] = run(deserialize(Path(path).read_bytes(), None))

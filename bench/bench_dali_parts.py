@@ -24,6 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_dali_gpu as B  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 from pipeline.tooling import dali_preprocess as D  # noqa: E402
 
 
@@ -63,69 +65,38 @@ def part_gpu_static(d):
     return body
 
 
-def _size(d, shape):
-    """The served resize size: 11 CPU operators."""
+def _record_in_dali(d, e, with_slice: bool):
+    """The served pipeline before the postprocess graph computed the letterbox record: the shape in float64,
+    the size and the record (gain, padding, size) on [W, H] vectors (18 CPU operators); with_slice: also
+    before crop_mirror_normalize padded (fn.slice pads: a GPU operator and 2 CPU operators more)."""
     import nvidia.dali.fn as fn
     import nvidia.dali.math as dmath
     import nvidia.dali.types as types
 
+    S = d["imgsz"]
+    shape = fn.peek_image_shape(e, dtype=types.FLOAT64)
     wh = shape[1::-1]
-    new = dmath.max(D._round_half_even(wh * (d["imgsz"] / dmath.max(shape[0], shape[1]))), 1.0)
-    return wh, new, fn.cast(new, dtype=types.FLOAT)[::-1]
-
-
-def _images(d, e, shape, size):
-    import nvidia.dali.fn as fn
-    import nvidia.dali.types as types
-
-    resized = fn.resize(D.decode(e, d, B.DEVICE), size=size, antialias=False, interp_type=types.INTERP_LINEAR)
+    new = dmath.max(D._round_half_even(wh * (S / dmath.max(shape[0], shape[1]))), 1.0)
+    pad = dmath.floor((S - new) * 0.5)
+    info = fn.cast(fn.cat(new / wh, pad, wh), dtype=types.FLOAT)
+    resized = fn.resize(D.decode(e, d, B.DEVICE), size=fn.cast(new, dtype=types.FLOAT)[::-1], antialias=False,
+                        interp_type=types.INTERP_LINEAR)
+    fill = float(np.float32(D.PAD_VALUE) * (np.float32(1) / np.float32(255)))
+    if with_slice:
+        padded = fn.slice(resized, start=fn.cast(-pad, dtype=types.INT32), shape=[S, S], axis_names="WH",
+                          out_of_bounds_policy="pad", fill_values=D.PAD_VALUE)
+        return fn.crop_mirror_normalize(padded, dtype=types.FLOAT16, output_layout="CHW", mean=0.0, std=255.0), info
     return fn.crop_mirror_normalize(resized, dtype=types.FLOAT16, output_layout="CHW", mean=0.0, std=255.0,
-                                    crop=[d["imgsz"], d["imgsz"]], crop_pos_x=0.5, crop_pos_y=0.5,
-                                    rounding="truncate", out_of_bounds_policy="pad", fill_values=D.PAD_VALUE / 255.0)
+                                    crop=[S, S], crop_pos_x=0.5, crop_pos_y=0.5, rounding="truncate",
+                                    out_of_bounds_policy="pad", fill_values=fill), info
+
+
+def variant_record_in_dali(d):
+    return lambda e: _record_in_dali(d, e, with_slice=False)
 
 
 def variant_slice_before(d):
-    """The served pipeline before crop_mirror_normalize padded: fn.slice pads (a GPU operator more), its start
-    computed on the CPU (2 operators more)."""
-    import nvidia.dali.fn as fn
-    import nvidia.dali.math as dmath
-    import nvidia.dali.types as types
-
-    def body(e):
-        S = d["imgsz"]
-        shape = D.image_shape(e)
-        wh, new, size = _size(d, shape)
-        pad = dmath.floor((S - new) * 0.5)
-        info = fn.cast(fn.cat(new / wh, pad, wh), dtype=types.FLOAT)
-        resized = fn.resize(D.decode(e, d, B.DEVICE), size=size, antialias=False, interp_type=types.INTERP_LINEAR)
-        padded = fn.slice(resized, start=fn.cast(-pad, dtype=types.INT32), shape=[S, S], axis_names="WH",
-                          out_of_bounds_policy="pad", fill_values=D.PAD_VALUE)
-        return (fn.crop_mirror_normalize(padded, dtype=types.FLOAT16, output_layout="CHW", mean=0.0, std=255.0),
-                info)
-    return body
-
-
-def variant_info_on_gpu(d):
-    """The served resize size on the CPU, the letterbox record computed on the GPU (6 CPU operators fewer)."""
-    import nvidia.dali.fn as fn
-    import nvidia.dali.math as dmath
-    import nvidia.dali.types as types
-
-    def body(e):
-        shape = D.image_shape(e)
-        wh, new, size = _size(d, shape)
-        g_new, g_wh = new.gpu(), wh.gpu()
-        info = fn.cast(fn.cat(g_new / g_wh, dmath.floor((d["imgsz"] - g_new) * 0.5), g_wh), dtype=types.FLOAT)
-        return _images(d, e, shape, size), info
-    return body
-
-
-def variant_no_info(d):
-    """The served images without the letterbox record: the least CPU arithmetic the resize needs."""
-    def body(e):
-        shape = D.image_shape(e)
-        return (_images(d, e, shape, _size(d, shape)[2]),)
-    return body
+    return lambda e: _record_in_dali(d, e, with_slice=True)
 
 
 def served(d):
@@ -134,8 +105,8 @@ def served(d):
 
 PARTS = {"decode": None, "+ shape": part_shape, "+ arithmetic": part_arithmetic, "+ gpu static": part_gpu_static,
          "served": served}
-VARIANTS = {"slice (before)": variant_slice_before, "info on gpu": variant_info_on_gpu,
-            "no info": variant_no_info}  # variants of the served pipeline being weighed
+VARIANTS = {"record in DALI (before)": variant_record_in_dali, "slice (before)": variant_slice_before}
+# earlier versions of the served pipeline, measured beside it
 
 
 def main() -> None:

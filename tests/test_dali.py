@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from helpers.project import Project, make_project
+from pipeline.tooling.dali_preprocess import SHAPE_TYPE
 
 pytestmark = pytest.mark.slow
 
@@ -97,18 +98,15 @@ def test_the_cpu_twin_letterboxes_like_ultralytics(twin):
     from pipeline.tooling.dali_preprocess import run_twin
 
     cases = encoded_cases()
-    images, infos = run_twin(twin, [np.frombuffer(b, np.uint8) for b in cases.values()])
+    images, sizes = run_twin(twin, [np.frombuffer(b, np.uint8) for b in cases.values()])
     report = {}
-    for (name, data), got, info in zip(cases.items(), images, infos):
+    for (name, data), got, size in zip(cases.items(), images, sizes):
         want, (h, w) = ultralytics_input(data)
         assert got.shape == want.shape == (3, IMGSZ, IMGSZ), name
         diff = np.abs(got - want) * 255
         report[name] = round(float(diff.mean()), 3)
         assert diff.mean() <= 1.0, (name, diff.mean(), diff.max())
-        assert list(info[4:]) == [w, h], (name, info)  # the original size, EXIF orientation applied
-        r = min(IMGSZ / h, IMGSZ / w)
-        nw, nh = max(round(w * r), 1), max(round(h * r), 1)
-        assert np.allclose(info[:4], [nw / w, nh / h, round((IMGSZ - nw) / 2 - 0.1), round((IMGSZ - nh) / 2 - 0.1)])
+        assert list(size) == [h, w], (name, size)  # the original size, EXIF orientation applied
     assert report["exif-rotated.jpg"] <= 1.0
     from helpers.project import REPORTS
     REPORTS["DALI CPU twin vs Ultralytics LetterBox: mean |diff| in grey levels"] = report
@@ -141,16 +139,18 @@ def test_the_encoder_branch_preprocesses_like_open_clip(dali_site):
 
 
 def shapes_pipeline(dali_site, make, batch):
-    """A CPU pipeline fed [H, W, C] float64 shapes (what image_shape gives) straight into `make`."""
+    """A CPU pipeline fed [H, W, C] shapes in image_shape()'s dtype straight into `make`."""
     sys.path.append(str(dali_site))
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     from nvidia.dali import Pipeline
 
+    from pipeline.tooling import dali_preprocess as D
+
     pipe = Pipeline(batch_size=batch, num_threads=2, device_id=None, prefetch_queue_depth=1, exec_async=False,
                     exec_pipelined=False)
     with pipe:
-        pipe.set_outputs(*make(fn.external_source(name="shape", dtype=types.FLOAT64, ndim=1)))
+        pipe.set_outputs(*make(fn.external_source(name="shape", dtype=getattr(types, D.SHAPE_TYPE), ndim=1)))
     pipe.build()
     return pipe
 
@@ -162,37 +162,67 @@ def shape_grid():
     return np.concatenate([small, rng.integers(1, 12001, (40000, 2))]).astype(np.float64)
 
 
+SHAPE_NUMPY = {"FLOAT": np.float32, "FLOAT64": np.float64}[SHAPE_TYPE]  # image_shape()'s dtype
+
+
 def run_shapes(pipe, hw, batch):
     out = None
     for i in range(0, len(hw), batch):
         chunk = hw[i:i + batch]
-        pipe.feed_input("shape", [np.array([h, w, 3.0]) for h, w in chunk])
+        pipe.feed_input("shape", [np.array([h, w, 3.0], SHAPE_NUMPY) for h, w in chunk])
         res = [np.array(r.as_tensor()) for r in pipe.run()]
         out = res if out is None else [np.concatenate([a, b]) for a, b in zip(out, res)]
     return out
 
 
+def python_letterbox(hw, imgsz):
+    """Ultralytics' LetterBox arithmetic, vectorized: new (w, h) and the padding (left, top)."""
+    h, w = hw[:, 0], hw[:, 1]
+    r = np.minimum(imgsz / h, imgsz / w)
+    nw, nh = np.maximum(np.round(w * r), 1), np.maximum(np.round(h * r), 1)  # numpy rounds half to even, as Python
+    return nw, nh, np.round((imgsz - nw) / 2 - 0.1), np.round((imgsz - nh) / 2 - 0.1)
+
+
 @pytest.mark.parametrize("imgsz", [640, 256, 1280])
 def test_the_letterbox_sizes_are_pythons_for_every_shape(dali_site, imgsz):
     """The in-graph size arithmetic (few operators: they run per batch) against Ultralytics' LetterBox
-    arithmetic in Python, exactly, on 200,000 shapes: new size (the resize argument) and the letterbox record."""
+    arithmetic in Python, exactly, on 200,000 shapes: the new size (the resize argument) and the image size
+    the postprocess graph reads."""
     from pipeline.tooling import dali_preprocess as D
 
     batch = 10000
     hw = shape_grid()
-    size, info = run_shapes(shapes_pipeline(dali_site, lambda s: D.letterbox_args(s, imgsz), batch), hw, batch)
-    h, w = hw[:, 0], hw[:, 1]
-    r = np.minimum(imgsz / h, imgsz / w)
-    nw, nh = np.maximum(np.round(w * r), 1), np.maximum(np.round(h * r), 1)  # numpy rounds half to even, as Python
-    left, top = np.round((imgsz - nw) / 2 - 0.1), np.round((imgsz - nh) / 2 - 0.1)
+    size, image_size = run_shapes(shapes_pipeline(dali_site, lambda s: D.letterbox_args(s, imgsz), batch), hw, batch)
+    nw, nh, _, _ = python_letterbox(hw, imgsz)
     assert np.array_equal(size, np.stack([nh, nw], 1).astype(np.float32))
-    assert np.array_equal(info, np.stack([nw / w, nh / h, left, top, w, h], 1).astype(np.float32))
+    assert np.array_equal(image_size, hw.astype(np.float32))
     for k in np.random.default_rng(1).integers(0, len(hw), 300):  # and Python's own round, int() on a sample
-        hh, ww = int(h[k]), int(w[k])
+        hh, ww = int(hw[k, 0]), int(hw[k, 1])
         rr = min(imgsz / hh, imgsz / ww)
-        want_w, want_h = max(round(ww * rr), 1), max(round(hh * rr), 1)
-        assert list(size[k]) == [want_h, want_w]
-        assert list(info[k][2:4]) == [round((imgsz - want_w) / 2 - 0.1), round((imgsz - want_h) / 2 - 0.1)]
+        assert list(size[k]) == [max(round(hh * rr), 1), max(round(ww * rr), 1)]
+
+
+@pytest.mark.parametrize("imgsz,normalize", [(640, True), (256, False), (1280, True)])
+def test_the_box_mapping_is_scale_boxes_exactly_for_every_shape(imgsz, normalize):
+    """The postprocess graph computes the letterbox from the image size (float64, ONNX Round half to even)
+    and maps boxes back: bit for bit what Ultralytics' arithmetic (letterbox_params, scale_boxes, clip)
+    gives, on the 200,000 shapes, boxes inside, on and beyond the letterbox's edges."""
+    import onnxruntime as ort
+
+    from pipeline.builders import boxes_onnx
+
+    hw = shape_grid()
+    scale = float(imgsz) if normalize else 1.0
+    model = boxes_onnx.graph(4, imgsz, scale, 17)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    nw, nh, left, top = python_letterbox(hw, imgsz)
+    info = np.stack([nw / hw[:, 1], nh / hw[:, 0], left, top, hw[:, 1], hw[:, 0]], 1).astype(np.float32)
+    rng = np.random.default_rng(2)
+    boxes = (rng.uniform(-0.1, 1.1, (len(hw), 4, 4)) * (imgsz / scale)).astype(np.float32)
+    got = session.run(None, {"boxes": boxes, "image_size": hw.astype(np.float32)})[0]
+    assert np.array_equal(got, boxes_onnx.reference(boxes, info, scale))
+    for k in rng.integers(0, len(hw), 300):  # letterbox_params (Python's own round) on a sample
+        assert np.array_equal(info[k], np.float32(boxes_onnx.letterbox_params(int(hw[k, 0]), int(hw[k, 1]), imgsz)))
 
 
 @pytest.mark.parametrize("dtype", ["FP16", "FP32"])
@@ -212,7 +242,7 @@ def test_the_padding_is_ultralytics_bit_for_bit_for_every_offset(dali_site, dtyp
                     exec_pipelined=False)
     with pipe:
         x = fn.external_source(name="x", dtype=types.UINT8, ndim=3, layout="HWC")
-        shape = fn.cast(x.shape(), dtype=types.FLOAT64)
+        shape = fn.cast(x.shape(), dtype=getattr(types, D.SHAPE_TYPE))
         size, _ = D.letterbox_args(shape, S)
         resized = fn.resize(x, size=size, antialias=False, interp_type=types.INTERP_LINEAR)
         pipe.set_outputs(D.letterbox(shape, x, S, dtype)[0], resized)
@@ -440,13 +470,13 @@ def in_process(proj, files):
 
     twin = D.detection_pipeline(IMGSZ, "FP32", 4, "cpu")
     twin.build()
-    images, infos = run_twin(twin, [np.frombuffer(f.read_bytes(), np.uint8) for f in files])
+    images, sizes = run_twin(twin, [np.frombuffer(f.read_bytes(), np.uint8) for f in files])
     e2e = cpu_session(onnx.load(str(proj.path("models/det_end2end/1/model.onnx"))))
     out = {}
-    for f, x, info in zip(files, images, infos):
+    for f, x, size in zip(files, images, sizes):
         n, b, s, c = e2e.run(None, {"images": x[None]})
         boxes = run(proj.path("models/det_dali_end2end_postprocess/1/model.onnx"),
-                    {"boxes": b, "letterbox": info[None].astype(np.float32)})[0]
+                    {"boxes": b, "image_size": size[None].astype(np.float32)})[0]
         k = int(n[0, 0])
         out[f.name] = (boxes[0, :k], s[0, :k], c[0, :k])
     return out

@@ -86,19 +86,21 @@ def _serialize(ctx: StepContext, d: dict) -> dict:
     io = D.outputs(d)
     diffs = []
     for k, (enc, bgr) in enumerate(samples):
-        got, lb = results[0][k], results[1][k]
+        got, size = results[0][k], results[1][k]
         want = ctx.use("family").letterbox(bgr, d["imgsz"])
         for (name, dtype, dims), value in zip(io, (r[k] for r in results)):
             if list(value.shape) != dims or str(value.dtype) != {"FP16": "float16", "FP32": "float32"}[dtype]:
                 raise RuntimeError(f"the DALI twin's {name} is {value.dtype} {list(value.shape)}, expected {dtype} {dims}")
         diff = np.abs(got.astype(np.float32) - want) * 255.0
         diffs.append({"shape": list(bgr.shape[:2]), "mean_grey_levels": float(diff.mean()),
-                      "max_grey_levels": float(diff.max()), "letterbox": [float(v) for v in lb]})
+                      "max_grey_levels": float(diff.max())})
+        if list(size) != list(bgr.shape[:2]):
+            raise RuntimeError(f"the DALI twin's image_size is {list(size)} for a {bgr.shape[1]}x{bgr.shape[0]} image")
         if diff.mean() > 1.0:
             raise RuntimeError(f"the DALI letterbox differs from Ultralytics' by {diff.mean():.2f} grey levels "
                                f"(mean) on a {bgr.shape[1]}x{bgr.shape[0]} image")
     return {"dali": dali.__version__, "definition": d, "input": D.INPUT, "outputs": [list(o) for o in io],
-            "letterbox_fields": list(D.LETTERBOX_FIELDS),
+            "image_size_fields": list(D.IMAGE_SIZE_FIELDS),
             "compared_with": "Ultralytics LetterBox(auto=False) + /255, CPU twin (DALI CPU decoder)",
             "cases": diffs, "served_device": "gpu (nvJPEG mixed decoder, GPU resize)", "served_deserialized": False,
             "note": "the served GPU pipeline deserializes only where a GPU is (DALI builds on deserialize)"}

@@ -83,7 +83,7 @@ def _finish(ctx: StepContext, cfg) -> str:
 
 def _dali_io(record_path) -> tuple[list, list]:
     """The DALI model's I/O, as its step recorded it: encoded images in (one byte array per image, any
-    length: ragged across requests); out, in the pipeline's order, letterboxed images, the letterbox, and
+    length: ragged across requests); out, in the pipeline's order, letterboxed images, the image sizes, and
     with an encoder branch the encoder's images."""
     import json
 
@@ -127,7 +127,7 @@ def write_ensemble_config(ctx: StepContext) -> dict:
     names = ctx.param("members")
     links = [("DALI images", dali_out["images"], "detector input", tuple(det_in[0][1:])),
              ("detector det_boxes", det_out["det_boxes"], "postprocess boxes", box_in["boxes"]),
-             ("DALI letterbox", dali_out["letterbox"], "postprocess letterbox", box_in["letterbox"])]
+             ("DALI image_size", dali_out["image_size"], "postprocess image_size", box_in["image_size"])]
     enc_in = enc_out = None
     if "encoder" in names:
         enc_in, enc_out = (triton_io(v) for v in graph_io(ctx.input("encoder_graph")))
@@ -148,7 +148,7 @@ def write_ensemble_config(ctx: StepContext) -> dict:
     pre = steps.step.add(model_name=names["preprocess"], model_version=-1)
     pre.input_map[dali_in[0]] = dali_in[0]
     pre.output_map["images"] = "preprocessed_images"
-    pre.output_map["letterbox"] = "letterbox"
+    pre.output_map["image_size"] = "image_size"
     det = steps.step.add(model_name=names["detector"], model_version=-1)
     det.input_map[det_in[0][0]] = "preprocessed_images"
     det.output_map["num_dets"] = "num_dets"
@@ -157,7 +157,7 @@ def write_ensemble_config(ctx: StepContext) -> dict:
     det.output_map["det_classes"] = "det_classes"
     post = steps.step.add(model_name=names["postprocess"], model_version=-1)
     post.input_map["boxes"] = "letterboxed_boxes"
-    post.input_map["letterbox"] = "letterbox"
+    post.input_map["image_size"] = "image_size"
     post.output_map[box_out[0][0]] = "det_boxes"
     if enc_out:  # one decode, two preprocessing branches: the encoder reads the DALI model's third output
         pre.output_map["clip_images"] = "clip_images"

@@ -110,9 +110,9 @@ def compare(family, head: str, pt: str, raw: str, end2end: str, settings: dict, 
         twin.build()
 
         def track_d(idx):
-            images, infos = run_twin(twin, [np.frombuffer(blobs[i], np.uint8) for i in idx])[:2]
+            images, sizes = run_twin(twin, [np.frombuffer(blobs[i], np.uint8) for i in idx])[:2]
             n, b, _, c = e2e_s.run(None, {"images": np.stack(images)})
-            boxes = run(Path(dali["boxes_onnx"]), {"boxes": b, "letterbox": np.stack(infos)})[0]
+            boxes = run(Path(dali["boxes_onnx"]), {"boxes": b, "image_size": np.stack(sizes)})[0]
             return [(boxes[k, :int(n[k, 0])], c[k, :int(n[k, 0])].astype(int)) for k in range(len(idx))]
 
         tracks["D: DALI + End2End (CPU twin)"] = track_d

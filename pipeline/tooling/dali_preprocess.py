@@ -12,8 +12,9 @@ exactly as Ultralytics' `LetterBox(auto=False)` does for prediction:
 The padding and the normalization are one GPU operator: `crop_mirror_normalize` cropping an S x S window
 centred on the resized image (out-of-bounds pixels padded), its start truncated: trunc((new - S) / 2) =
 -floor((S - new) / 2).
-A second output, `letterbox`, carries what maps boxes back to the original image, per image:
-(gain_x, gain_y, pad_x, pad_y, width, height) — the values Ultralytics' `scale_boxes` computes.
+A second output, `image_size`, carries each original image's (height, width): the ensemble's last member
+(builders/boxes_onnx.py) computes from it the letterbox that maps boxes back to the original image, with
+the same arithmetic, so the pipeline spends no CPU operator on it.
 With a MobileCLIP2 encoder beside the detector (Track E), the same decoded image also goes through the
 encoder's own preprocessing (open_clip: resize of the shorter side with antialiasing, bilinear; centre
 crop; mean/std from the encoder's record) into a third output, `clip_images`.
@@ -27,23 +28,34 @@ Imports only nvidia.dali (the Triton stand-in backend imports this module too).
 from __future__ import annotations
 
 INPUT = "encoded_images"
-OUTPUTS = ("images", "letterbox")
+OUTPUTS = ("images", "image_size")
 CLIP_OUTPUT = "clip_images"
-LETTERBOX_FIELDS = ("gain_x", "gain_y", "pad_x", "pad_y", "width", "height")
+IMAGE_SIZE_FIELDS = ("height", "width")
 PAD_VALUE = 114
 
 
+SHAPE_TYPE = "FLOAT"  # image_shape()'s DALI dtype: every side below 2**24 is exact, and the arithmetic is float64
+
+
 def image_shape(encoded):
-    """[H, W, C] of each encoded image (EXIF orientation applied) in float64, as Python computes sizes: one
-    CPU operator, read from the header, shared by every branch."""
+    """[H, W, C] of each encoded image (EXIF orientation applied), read from the header: one CPU operator,
+    shared by every branch. FP32, so that [H, W] is the `image_size` output as it is."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
 
-    return fn.peek_image_shape(encoded, dtype=types.FLOAT64)
+    return fn.peek_image_shape(encoded, dtype=getattr(types, SHAPE_TYPE))
+
+
+def _f64(value: float):
+    """A float64 constant: arithmetic with it is float64, as Python computes sizes."""
+    import nvidia.dali.types as types
+
+    return types.Constant(float(value), dtype=types.FLOAT64)
 
 
 # Adding and subtracting 2**52 rounds a float64 in [0, 2**52) to the nearest integer, ties to even: Python's
-# round() in two operators (dali.math has floor, not round). Every value rounded here is a size below 2**31.
+# round() in two operators (dali.math has floor, not round; fn.cast rounds ties away from zero). Every value
+# rounded here is a size below 2**31.
 _TO_INTEGER = 2.0 ** 52
 
 
@@ -51,40 +63,37 @@ def _round_half_even(x):
     return (x + _TO_INTEGER) - _TO_INTEGER
 
 
-# Every arithmetic operator below is one CPU operator run per batch, and each batch waits for them: at 480p the
-# served pipeline took 4 ms per batch of 64 more than decoding alone (issue 25), what the 61 operators of the
-# first version cost on a 2-core host. So the sizes are computed on [W, H] vectors, in the fewest operators
-# that give Python's float64 values exactly (18, tests/test_dali.py checks them on 200,000 shapes).
+# Every arithmetic operator below is one CPU operator run per batch, and each batch waits for them: on an H100
+# the 17 of the previous version cost ~1.9 ms per batch of 64 at 480p (bench/bench_dali_parts.py), 40 % of
+# decoding itself. So the resize size is computed in the fewest operators that give Python's float64 values
+# exactly (9 with the shape; tests/test_dali.py checks them on 200,000 shapes), and what maps boxes back (gain,
+# padding) is left to the postprocess graph, which reads the image size.
 def letterbox_args(shape, imgsz: int):
-    """What the letterbox needs, from image_shape(): (resize size [H, W] FP32, letterbox [6] FP32 = gain_x,
-    gain_y, pad_x, pad_y, width, height)."""
+    """From image_shape(): (resize size [H, W] FP32, image_size [H, W] FP32)."""
     import nvidia.dali.fn as fn
     import nvidia.dali.math as dmath
     import nvidia.dali.types as types
 
-    wh = shape[1::-1]
-    r = imgsz / dmath.max(shape[0], shape[1])  # = min(S/h, S/w): division is monotonic
-    new = dmath.max(_round_half_even(wh * r), 1.0)  # (round(w r), round(h r)), at least 1 px
-    # round(d/2 - 0.1) for a whole d: d/2 is n or n + 0.5, and both give n = floor(d/2)
-    pad = dmath.floor((imgsz - new) * 0.5)
-    info = fn.cast(fn.cat(new / wh, pad, wh), dtype=types.FLOAT)
-    return fn.cast(new, dtype=types.FLOAT)[::-1], info
+    hw = shape[0:2]
+    r = _f64(imgsz) / fn.reductions.max(hw)  # = min(S/h, S/w) in float64: division is monotonic
+    new = dmath.max(_round_half_even(hw * r), 1.0)  # (round(h r), round(w r)), at least 1 px
+    return fn.cast(new, dtype=types.FLOAT), hw
 
 
 def letterbox(shape, decoded, imgsz: int, dtype: str):
-    """(images [3, S, S] in `dtype`, letterbox [6] FP32) from image_shape() and the decoded images."""
+    """(images [3, S, S] in `dtype`, image_size [2] FP32) from image_shape() and the decoded images."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     import numpy as np
 
-    size, info = letterbox_args(shape, imgsz)
+    size, image_size = letterbox_args(shape, imgsz)
     resized = fn.resize(decoded, size=size, antialias=False, interp_type=types.INTERP_LINEAR)
     fill = float(np.float32(PAD_VALUE) * (np.float32(1) / np.float32(255)))  # 114 as normalized: bit for bit
     images = fn.crop_mirror_normalize(resized, dtype=types.FLOAT16 if dtype == "FP16" else types.FLOAT,
                                       output_layout="CHW", mean=0.0, std=255.0, crop=[imgsz, imgsz],
                                       crop_pos_x=0.5, crop_pos_y=0.5, rounding="truncate",
                                       out_of_bounds_policy="pad", fill_values=fill)
-    return images, info
+    return images, image_size
 
 
 def clip_args(shape, size: int):
@@ -96,7 +105,7 @@ def clip_args(shape, size: int):
     import nvidia.dali.types as types
 
     wh = shape[1::-1]
-    new = dmath.floor(wh * float(size) / dmath.min(shape[0], shape[1]))  # the short side: exactly size
+    new = dmath.floor(wh * _f64(size) / dmath.min(shape[0], shape[1]))  # the short side: exactly size
     start = _round_half_even((new - float(size)) * 0.5)
     return fn.cast(new, dtype=types.FLOAT)[::-1], fn.cast(start, dtype=types.INT32)
 
@@ -131,7 +140,7 @@ def definition(imgsz: int, dtype: str, max_batch: int, clip: dict | None = None,
 
 def outputs(d: dict) -> list[tuple[str, str, list[int]]]:
     """(name, Triton dtype, dims) of each output, in the pipeline's order (Triton matches by position)."""
-    out = [(OUTPUTS[0], d["dtype"], [3, d["imgsz"], d["imgsz"]]), (OUTPUTS[1], "FP32", [len(LETTERBOX_FIELDS)])]
+    out = [(OUTPUTS[0], d["dtype"], [3, d["imgsz"], d["imgsz"]]), (OUTPUTS[1], "FP32", [len(IMAGE_SIZE_FIELDS)])]
     if d["clip"]:
         out.append((CLIP_OUTPUT, d["clip"]["dtype"], [3, d["clip"]["size"], d["clip"]["size"]]))
     return out
@@ -169,8 +178,8 @@ def pipeline(d: dict, device: str, num_threads: int | None = None, max_batch: in
         encoded = fn.external_source(name=INPUT, dtype=types.UINT8, ndim=1, device="cpu")
         decoded = decode(encoded, d, device)
         shape = image_shape(encoded)
-        images, info = letterbox(shape, decoded, d["imgsz"], d["dtype"])
-        pipe.set_outputs(images, info, *([clip_branch(shape, decoded, d["clip"])] if d["clip"] else []))
+        images, image_size = letterbox(shape, decoded, d["imgsz"], d["dtype"])
+        pipe.set_outputs(images, image_size, *([clip_branch(shape, decoded, d["clip"])] if d["clip"] else []))
     return pipe
 
 
