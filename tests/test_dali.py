@@ -6,7 +6,7 @@
   (after checking the served `model.dali` is the definition byte for byte) and the ONNX through
   onnxruntime; the boxes must match `YOLO(pt).predict(image)` within 1 px, one request at a time and
   concurrently.
-The served GPU pipeline itself runs only on a GPU: see README "Track D" for its one run on an H200.
+The served GPU pipeline itself runs only on a GPU: see README "Track D" for its runs on a GPU (by hand).
 """
 from __future__ import annotations
 

@@ -125,7 +125,8 @@ def clip_branch(shape, decoded, clip: dict):
 
 
 # Served defaults (manifest `dali:`; README "Track D" has the measurements behind them): 8 threads x 2 instances
-# was the fastest measured on an H100; 0.65 is DALI's own hardware decoder share (`bench_dali_gpu.py --pick-hw`).
+# fit a host's CPUs (12 threads were faster on a 16-CPU H100 host, oversubscribed: a choice for bigger hosts);
+# 0.65 is DALI's own hardware decoder share, the fastest at 1080p (`bench_dali_gpu.py --pick-hw`).
 NUM_THREADS = 8         # DALI's CPU worker threads per pipeline: the hybrid decoder's host Huffman work, PNG
 HW_DECODER_LOAD = 0.65  # the share of each JPEG batch nvJPEG's hardware decoder (A100, H100, ...) takes
 INSTANCES = 2           # Triton instances of the DALI model per GPU: one's CPU work overlaps the other's decoding
