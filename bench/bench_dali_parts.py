@@ -46,8 +46,8 @@ def part_shape(d):
 
 def part_arithmetic(d):
     def body(e):
-        size, info = D.letterbox_args(D.image_shape(e), d["imgsz"])
-        return D.decode(e, d, B.DEVICE), size, info
+        size, image_size = D.letterbox_args(D.image_shape(e), d["imgsz"])
+        return D.decode(e, d, B.DEVICE), size, image_size
     return body
 
 
