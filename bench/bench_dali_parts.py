@@ -7,6 +7,7 @@ what that part costs:
   decode         nvJPEG alone (the ceiling)
   + shape        + peek_image_shape (CPU, header only)
   + arithmetic   + the letterbox size arithmetic (CPU operators), its results as outputs
+  + resize static decode + resize with a constant size (no crop_mirror_normalize)
   + gpu static   decode + resize / crop_mirror_normalize with constant arguments (no per-image CPU arithmetic)
   served         the served pipeline
 plus any variants of the served pipeline named with `--variant` (see VARIANTS), and thread counts.
@@ -51,14 +52,22 @@ def part_arithmetic(d):
     return body
 
 
-def part_gpu_static(d):
+def part_resize_static(d, **resize):
+    """decode + the served resize with a constant size."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+
+    return lambda e: (fn.resize(D.decode(e, d, B.DEVICE), size=[480.0, 640.0], antialias=False,
+                                interp_type=types.INTERP_LINEAR, **resize),)
+
+
+def part_gpu_static(d, **resize):
     """decode + the served GPU operators (resize, crop_mirror_normalize padding) with constant arguments."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
 
     def body(e):
-        resized = fn.resize(D.decode(e, d, B.DEVICE), size=[480.0, 640.0], antialias=False,
-                            interp_type=types.INTERP_LINEAR)
+        (resized,) = part_resize_static(d, **resize)(e)
         return (fn.crop_mirror_normalize(resized, dtype=types.FLOAT16, output_layout="CHW", mean=0.0, std=255.0,
                                          crop=[d["imgsz"], d["imgsz"]], rounding="truncate",
                                          out_of_bounds_policy="pad", fill_values=D.PAD_VALUE / 255.0),)
@@ -99,14 +108,32 @@ def variant_slice_before(d):
     return lambda e: _record_in_dali(d, e, with_slice=True)
 
 
+def variant_minibatch(d):
+    """The served pipeline with fn.resize's minibatch_size 64 (default 32: two kernel calls per batch of 64)."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+
+    def body(e):
+        size, image_size = D.letterbox_args(D.image_shape(e), d["imgsz"])
+        resized = fn.resize(D.decode(e, d, B.DEVICE), size=size, antialias=False, interp_type=types.INTERP_LINEAR,
+                            minibatch_size=B.BATCH)
+        fill = float(np.float32(D.PAD_VALUE) * (np.float32(1) / np.float32(255)))
+        return fn.crop_mirror_normalize(resized, dtype=types.FLOAT16, output_layout="CHW", mean=0.0, std=255.0,
+                                        crop=[d["imgsz"], d["imgsz"]], crop_pos_x=0.5, crop_pos_y=0.5,
+                                        rounding="truncate", out_of_bounds_policy="pad", fill_values=fill), image_size
+    return body
+
+
 def served(d):
     return None
 
 
-PARTS = {"decode": None, "+ shape": part_shape, "+ arithmetic": part_arithmetic, "+ gpu static": part_gpu_static,
-         "served": served}
-VARIANTS = {"record in DALI (before)": variant_record_in_dali, "slice (before)": variant_slice_before}
-# earlier versions of the served pipeline, measured beside it
+PARTS = {"decode": None, "+ shape": part_shape, "+ arithmetic": part_arithmetic, "+ resize static": part_resize_static,
+         "+ gpu static": part_gpu_static, "served": served}
+VARIANTS = {"record in DALI (before)": variant_record_in_dali, "slice (before)": variant_slice_before,
+            "gpu static, minibatch 64": lambda d: part_gpu_static(d, minibatch_size=B.BATCH),
+            "served, minibatch 64": variant_minibatch}
+# earlier versions of the served pipeline, and candidate changes that keep every pixel, measured beside it
 
 
 def main() -> None:

@@ -111,6 +111,20 @@ def write_dali_config(ctx: StepContext) -> dict:
     return {"inputs": [list(i) for i in inputs], "outputs": [list(o) for o in outputs], "backend": "dali"}
 
 
+def _by_name(ctx: StepContext, member: str, io: list):
+    """A lookup of a member's tensors by name that says which member lacks which tensor (the ensemble wires
+    them by name), rather than a KeyError."""
+    table = {name: (dtype, dims) for name, dtype, dims in io}
+
+    def get(name: str):
+        if name not in table:
+            raise RuntimeError(f"ensemble {ctx.param('folder')}: its {member} has no tensor {name!r} (it has "
+                               f"{', '.join(table) or 'none'}), and the ensemble wires its members by tensor name: "
+                               f"the member's artifact and this tool disagree on the name")
+        return table[name]
+    return get
+
+
 def write_ensemble_config(ctx: StepContext) -> dict:
     """Step builder: config.pbtxt of a Track D ensemble (encoded images -> DALI -> End2End -> boxes in the
     original image's pixels) or Track E (the same, and the DALI encoder branch -> MobileCLIP2 image encoder
@@ -118,28 +132,33 @@ def write_ensemble_config(ctx: StepContext) -> dict:
     the chain is checked here from the members' own I/O first."""
     from tritonclient.grpc import model_config_pb2 as mc
 
+    from ..tooling import dali_preprocess as D
+    from . import boxes_onnx, end2end_onnx
+
+    images, image_size = D.OUTPUTS
+    num_dets, det_boxes, det_scores, det_classes = end2end_onnx.OUTPUTS
+    boxes_in, boxes_size = boxes_onnx.INPUTS
     (dali_in,), dali_out = _dali_io(ctx.input("pipeline_record"))
-    dali_out = {name: (dtype, dims) for name, dtype, dims in dali_out}
     det_in, det_out = (triton_io(v) for v in graph_io(ctx.input("detector_graph")))
     box_in, box_out = (triton_io(v) for v in graph_io(ctx.input("boxes_graph")))
-    det_out = {name: (dtype, dims) for name, dtype, dims in det_out}
-    box_in = {name: (dtype, dims) for name, dtype, dims in box_in}
+    dali_out, det_out, box_in = (_by_name(ctx, member, io) for member, io in
+                                 (("DALI model", dali_out), ("detector", det_out), ("postprocess", box_in)))
     names = ctx.param("members")
-    links = [("DALI images", dali_out["images"], "detector input", tuple(det_in[0][1:])),
-             ("detector det_boxes", det_out["det_boxes"], "postprocess boxes", box_in["boxes"]),
-             ("DALI image_size", dali_out["image_size"], "postprocess image_size", box_in["image_size"])]
+    links = [(f"DALI {images}", dali_out(images), "detector input", tuple(det_in[0][1:])),
+             (f"detector {det_boxes}", det_out(det_boxes), f"postprocess {boxes_in}", box_in(boxes_in)),
+             (f"DALI {image_size}", dali_out(image_size), f"postprocess {boxes_size}", box_in(boxes_size))]
     enc_in = enc_out = None
     if "encoder" in names:
         enc_in, enc_out = (triton_io(v) for v in graph_io(ctx.input("encoder_graph")))
-        links.append(("DALI clip_images", dali_out["clip_images"], "encoder input", tuple(enc_in[0][1:])))
+        links.append((f"DALI {D.CLIP_OUTPUT}", dali_out(D.CLIP_OUTPUT), "encoder input", tuple(enc_in[0][1:])))
     for a, (adt, adims), b, (bdt, bdims) in links:
         if adt != bdt or list(adims) != list(bdims):
             raise RuntimeError(f"ensemble {ctx.param('folder')}: {a} is {adt} {list(adims)} but {b} is {bdt} "
                                f"{list(bdims)}: Triton would refuse the ensemble")
     cfg = mc.ModelConfig(name=ctx.param("folder"), platform="ensemble", max_batch_size=ctx.param("max_batch"))
     cfg.input.add(name=dali_in[0], data_type=mc.DataType.Value(dali_in[1]), dims=dali_in[2])
-    outputs = [("num_dets", *det_out["num_dets"]), ("det_boxes", *box_out[0][1:]),
-               ("det_scores", *det_out["det_scores"]), ("det_classes", *det_out["det_classes"])]
+    outputs = [(num_dets, *det_out(num_dets)), (det_boxes, *box_out[0][1:]),
+               (det_scores, *det_out(det_scores)), (det_classes, *det_out(det_classes))]
     if enc_out:
         outputs.append(("image_embeddings", *enc_out[0][1:]))
     for name, dtype, dims in outputs:
@@ -147,20 +166,20 @@ def write_ensemble_config(ctx: StepContext) -> dict:
     steps = cfg.ensemble_scheduling
     pre = steps.step.add(model_name=names["preprocess"], model_version=-1)
     pre.input_map[dali_in[0]] = dali_in[0]
-    pre.output_map["images"] = "preprocessed_images"
-    pre.output_map["image_size"] = "image_size"
+    pre.output_map[images] = "preprocessed_images"
+    pre.output_map[image_size] = "image_size"
     det = steps.step.add(model_name=names["detector"], model_version=-1)
     det.input_map[det_in[0][0]] = "preprocessed_images"
-    det.output_map["num_dets"] = "num_dets"
-    det.output_map["det_boxes"] = "letterboxed_boxes"
-    det.output_map["det_scores"] = "det_scores"
-    det.output_map["det_classes"] = "det_classes"
+    det.output_map[num_dets] = num_dets
+    det.output_map[det_boxes] = "letterboxed_boxes"
+    det.output_map[det_scores] = det_scores
+    det.output_map[det_classes] = det_classes
     post = steps.step.add(model_name=names["postprocess"], model_version=-1)
-    post.input_map["boxes"] = "letterboxed_boxes"
-    post.input_map["image_size"] = "image_size"
-    post.output_map[box_out[0][0]] = "det_boxes"
+    post.input_map[boxes_in] = "letterboxed_boxes"
+    post.input_map[boxes_size] = "image_size"
+    post.output_map[box_out[0][0]] = det_boxes
     if enc_out:  # one decode, two preprocessing branches: the encoder reads the DALI model's third output
-        pre.output_map["clip_images"] = "clip_images"
+        pre.output_map[D.CLIP_OUTPUT] = "clip_images"
         enc = steps.step.add(model_name=names["encoder"], model_version=-1)
         enc.input_map[enc_in[0][0]] = "clip_images"
         enc.output_map[enc_out[0][0]] = "image_embeddings"
