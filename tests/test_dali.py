@@ -379,9 +379,12 @@ def test_the_dali_knobs_are_the_dali_models_recipe(built, tmp_path, dali_site):
     proj0, _, env = built
     proj = Project(tmp_path / "proj")
     shutil.copytree(proj0.root, proj.root, symlinks=True)
+    from pipeline.tooling import dali_preprocess as D
+
     pres = ("det_dali_end2end_preprocess", "nf_dali_end2end_preprocess", "search_preprocess")
-    for folder in pres:  # the defaults: 8 threads, 0.65, 2 GPU instances (the models' own count is 1)
-        assert dali_knobs(proj, folder, dali_site) == (8, 0.65, "8", [(2, "KIND_GPU")]), folder
+    threads, hw, count = D.NUM_THREADS, D.HW_DECODER_LOAD, D.INSTANCES
+    for folder in pres:  # the defaults on GPU instances, whatever the models' own count (1)
+        assert dali_knobs(proj, folder, dali_site) == (threads, hw, str(threads), [(count, "KIND_GPU")]), folder
     manifest = proj.path("manifests/m.yaml")
     text = manifest.read_text()
     old = {f: proj.path(f"models/{f}/1/model.dali").read_bytes() for f in pres}
@@ -393,17 +396,17 @@ def test_the_dali_knobs_are_the_dali_models_recipe(built, tmp_path, dali_site):
     assert run.rc == 0 and run.executed == {f"{step}:{f}" for step in ("dali_pipeline", "config", "probe", "publish")
                                             for f in pres} | {f"config:{e}" for e in ensembles}, run.text
     for folder in pres:
-        assert dali_knobs(proj, folder, dali_site) == (3, 1.0, "3", [(2, "KIND_GPU")]), folder
+        assert dali_knobs(proj, folder, dali_site) == (3, 1.0, "3", [(count, "KIND_GPU")]), folder
         assert proj.path(f"models/{folder}/2/model.dali").read_bytes() != old[folder]  # a new version
     manifest.write_text(text.replace("defaults: {", "defaults: {dali: {num_threads: 3, hw_decoder_load: 1.0, "
-                                                   "instances: 3}, "))
+                                                   f"instances: {count + 1}}}, "))
     run = proj.doit("manifest=manifests/m.yaml", env=env)
     assert run.rc == 0 and run.executed == {f"{step}:{f}" for step in ("config", "probe", "publish") for f in pres}, run.text
-    assert dali_knobs(proj, "det_dali_end2end_preprocess", dali_site) == (3, 1.0, "3", [(3, "KIND_GPU")])
+    assert dali_knobs(proj, "det_dali_end2end_preprocess", dali_site) == (3, 1.0, "3", [(count + 1, "KIND_GPU")])
     manifest.write_text(text.replace("defaults: {", "defaults: {instance_group: {kind: cpu, count: 4}, "))
     run = proj.doit("manifest=manifests/m.yaml", "publish:det_dali_end2end_preprocess", env=env)
     assert run.rc == 0, run.text  # on CPU instances, the DALI model has the models' count
-    assert dali_knobs(proj, "det_dali_end2end_preprocess", dali_site) == (8, 0.65, "8", [(4, "KIND_CPU")])
+    assert dali_knobs(proj, "det_dali_end2end_preprocess", dali_site) == (threads, hw, str(threads), [(4, "KIND_CPU")])
 
 
 def test_without_dali_everything_else_builds_and_says_so(tmp_path, detector):

@@ -124,12 +124,16 @@ def clip_branch(shape, decoded, clip: dict):
                                     std=[255.0 * s for s in clip["std"]])
 
 
-# Served defaults (manifest `dali:`; README "Track D" has the measurements behind them): 8 threads x 2 instances
-# fit a host's CPUs (12 threads were faster on a 16-CPU H100 host, oversubscribed: a choice for bigger hosts);
-# 0.65 is DALI's own hardware decoder share, the fastest at 1080p (`bench_dali_gpu.py --pick-hw`).
-NUM_THREADS = 8         # DALI's CPU worker threads per pipeline: the hybrid decoder's host Huffman work, PNG
+# Served defaults (manifest `dali:`; README "Track D" has the measurements behind them). One instance waits for
+# its own CPU operators and its GPU operators in turn (DALI's executor in Triton runs a batch's stages one after
+# the other): at 480p it cannot pass ~84 % of decoding alone even with no CPU operator at all. Three instances
+# overlap one's CPU work with another's decoding: on an H100 (16 CPUs) 3 x 6 threads gave 480p JPEG ~24,900
+# images/s, 88 % of decoding alone, against ~19,200 (75 %) for 2 x 8, with 1080p within 4 % (6,816 vs 7,048),
+# 4K and 480p PNG the same (18 threads on 16 CPUs; 2 x 8 is 16). 0.65 is DALI's own hardware decoder
+# share, the fastest at 1080p (`bench_dali_gpu.py --pick-hw`).
+NUM_THREADS = 6         # DALI's CPU worker threads per pipeline: the hybrid decoder's host Huffman work, PNG
 HW_DECODER_LOAD = 0.65  # the share of each JPEG batch nvJPEG's hardware decoder (A100, H100, ...) takes
-INSTANCES = 2           # Triton instances of the DALI model per GPU: one's CPU work overlaps the other's decoding
+INSTANCES = 3           # Triton instances of the DALI model per GPU: one's CPU work overlaps another's decoding
 
 
 def definition(imgsz: int, dtype: str, max_batch: int, clip: dict | None = None, num_threads: int = NUM_THREADS,
