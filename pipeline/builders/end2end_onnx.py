@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 
 from ..engine.errors import UserError
 from ..tooling import onnx_tools, trt_support
+from ..tooling.efficient_nms import END2END_OUTPUTS as OUTPUTS
 
 if TYPE_CHECKING:
     from ..engine.context import StepContext
 
-OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 NMS_PARAMS = ("topk", "iou", "conf", "normalize_boxes", "class_agnostic")
 
 

@@ -21,7 +21,6 @@ from ..tooling import onnx_tools, trt_support
 if TYPE_CHECKING:
     from ..engine.context import StepContext
 
-OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 CONF = "e2e/conf"
 
 

@@ -133,14 +133,14 @@ def write_ensemble_config(ctx: StepContext) -> dict:
     from tritonclient.grpc import model_config_pb2 as mc
 
     from ..tooling import dali_preprocess as D
-    from . import boxes_onnx, end2end_onnx
+    from ..tooling.efficient_nms import END2END_OUTPUTS
 
     images, image_size = D.OUTPUTS
-    num_dets, det_boxes, det_scores, det_classes = end2end_onnx.OUTPUTS
-    boxes_in, boxes_size = boxes_onnx.INPUTS
+    num_dets, det_boxes, det_scores, det_classes = END2END_OUTPUTS
     (dali_in,), dali_out = _dali_io(ctx.input("pipeline_record"))
     det_in, det_out = (triton_io(v) for v in graph_io(ctx.input("detector_graph")))
     box_in, box_out = (triton_io(v) for v in graph_io(ctx.input("boxes_graph")))
+    boxes_in, boxes_size = (name for name, _, _ in box_in)  # the box mapping's (boxes, image size), in its order
     dali_out, det_out, box_in = (_by_name(ctx, member, io) for member, io in
                                  (("DALI model", dali_out), ("detector", det_out), ("postprocess", box_in)))
     names = ctx.param("members")

@@ -20,6 +20,9 @@ import numpy as np
 from ..engine.threads import session_options
 
 MAX_CANDIDATES = 4096
+# The End2End graphs' four outputs (the plugin's num_detections, boxes, scores, classes), by the names every
+# End2End builder gives them and the ensembles wire them by
+END2END_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 PLUGIN_DEFAULTS = {"background_class": -1, "score_activation": 0, "box_coding": 0, "class_agnostic": 0}
 
 
