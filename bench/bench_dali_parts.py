@@ -110,18 +110,8 @@ def variant_slice_before(d):
 
 def variant_minibatch(d):
     """The served pipeline with fn.resize's minibatch_size 64 (default 32: two kernel calls per batch of 64)."""
-    import nvidia.dali.fn as fn
-    import nvidia.dali.types as types
-
-    def body(e):
-        size, image_size = D.letterbox_args(D.image_shape(e), d["imgsz"])
-        resized = fn.resize(D.decode(e, d, B.DEVICE), size=size, antialias=False, interp_type=types.INTERP_LINEAR,
-                            minibatch_size=B.BATCH)
-        fill = float(np.float32(D.PAD_VALUE) * (np.float32(1) / np.float32(255)))
-        return fn.crop_mirror_normalize(resized, dtype=types.FLOAT16, output_layout="CHW", mean=0.0, std=255.0,
-                                        crop=[d["imgsz"], d["imgsz"]], crop_pos_x=0.5, crop_pos_y=0.5,
-                                        rounding="truncate", out_of_bounds_policy="pad", fill_values=fill), image_size
-    return body
+    return lambda e: D.letterbox(D.image_shape(e), D.decode(e, d, B.DEVICE), d["imgsz"], d["dtype"],
+                                 minibatch_size=B.BATCH)
 
 
 def served(d):

@@ -80,14 +80,15 @@ def letterbox_args(shape, imgsz: int):
     return fn.cast(new, dtype=types.FLOAT), hw
 
 
-def letterbox(shape, decoded, imgsz: int, dtype: str):
-    """(images [3, S, S] in `dtype`, image_size [2] FP32) from image_shape() and the decoded images."""
+def letterbox(shape, decoded, imgsz: int, dtype: str, **resize):
+    """(images [3, S, S] in `dtype`, image_size [2] FP32) from image_shape() and the decoded images; `resize`:
+    further fn.resize arguments that keep every pixel (bench/bench_dali_parts.py's variants)."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     import numpy as np
 
     size, image_size = letterbox_args(shape, imgsz)
-    resized = fn.resize(decoded, size=size, antialias=False, interp_type=types.INTERP_LINEAR)
+    resized = fn.resize(decoded, size=size, antialias=False, interp_type=types.INTERP_LINEAR, **resize)
     fill = float(np.float32(PAD_VALUE) * (np.float32(1) / np.float32(255)))  # 114 as normalized: bit for bit
     images = fn.crop_mirror_normalize(resized, dtype=types.FLOAT16 if dtype == "FP16" else types.FLOAT,
                                       output_layout="CHW", mean=0.0, std=255.0, crop=[imgsz, imgsz],
@@ -126,7 +127,7 @@ def clip_branch(shape, decoded, clip: dict):
 
 # Served defaults (manifest `dali:`; README "Track D" has the measurements behind them). One instance waits for
 # its own CPU operators and its GPU operators in turn (DALI's executor in Triton runs a batch's stages one after
-# the other): at 480p it cannot pass ~84 % of decoding alone even with no CPU operator at all. Three instances
+# the other): at 480p it stays near 85-88 % of decoding alone even with no CPU operator at all. Three instances
 # overlap one's CPU work with another's decoding: on an H100 (16 CPUs) 3 x 6 threads gave 480p JPEG ~24,900
 # images/s, 88 % of decoding alone, against ~19,200 (75 %) for 2 x 8, with 1080p within 4 % (6,816 vs 7,048),
 # 4K and 480p PNG the same (18 threads on 16 CPUs; 2 x 8 is 16). 0.65 is DALI's own hardware decoder
